@@ -1,0 +1,39 @@
+# Two commands: `make demo` runs the main job, `make test` runs lint and the default test suite.
+# Both create .venv when missing and install with the pinned versions of constraints.txt.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.attnzoo-installed
+
+.PHONY: demo test test-all lint format catalogue bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,viz]'
+	@# timm is only a test oracle; its torchvision dependency has no CPU build, so no deps.
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps timm PyYAML
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/attnzoo bench speed --names mha,torch_mha --lengths 512,1024,2048
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not gpu'
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests examples
+	$(BIN)/ruff check --fix src tests examples
+
+catalogue: $(STAMP)
+	$(BIN)/attnzoo catalogue --output docs/catalogue.md --readme README.md
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The arena: LRA-style benchmark of attention mechanisms (speed, memory, accuracy)."""

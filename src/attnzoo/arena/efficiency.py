@@ -1,0 +1,235 @@
+"""Speed and peak-memory benchmark of token mixers, one fresh subprocess per measurement.
+
+``attnzoo bench speed`` calls :func:`run_speed`. Each ``(name, L)`` cell runs in a new Python
+process so that allocator caches and peak-memory counters start clean:
+
+- time: median of ``repeats`` calls after ``warmup`` calls (forward under ``torch.no_grad()`` in
+  ``eval()``; with ``backward`` forward + backward in ``train()`` mode);
+- memory: peak resident memory of the first call above the resident memory just before it
+  (CPU: ``VmHWM`` reset through ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``).
+
+Besides registry names, ``torch_mha`` benchmarks ``torch.nn.MultiheadAttention`` (batch-first,
+``need_weights=False``, which takes PyTorch's fused fast path in eval) as the baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BASELINES", "SpeedConfig", "SpeedResult", "format_table", "run_speed", "write_json"]
+
+BASELINES = ("torch_mha",)
+
+
+@dataclass
+class SpeedConfig:
+    """What one benchmark sweep measures."""
+
+    names: list[str]
+    lengths: list[int]
+    batch: int = 1
+    dim: int = 512
+    heads: int = 8
+    dtype: str = "float32"
+    device: str = "cpu"
+    threads: int = 2
+    backward: bool = False
+    causal: bool = False
+    repeats: int = 3
+    warmup: int = 1
+    timeout: float = 600.0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class SpeedResult:
+    """One ``(name, L)`` cell: median seconds, peak MB above baseline, or the error."""
+
+    name: str
+    length: int
+    seconds: float | None
+    peak_mb: float | None
+    error: str | None = None
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        match = re.search(rf"^{key}:\s+(\d+)", f.read(), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _build(cfg: dict[str, Any], length: int):
+    import torch
+    from torch import nn
+
+    import attnzoo
+
+    dtype = getattr(torch, cfg["dtype"])
+    name, dim, heads = cfg["name"], cfg["dim"], cfg["heads"]
+    options = dict(cfg.get("options", {}))
+    if name == "torch_mha":
+        module = nn.MultiheadAttention(dim, heads, batch_first=True, **options)
+        mask = None
+        if cfg["causal"]:
+            mask = nn.Transformer.generate_square_subsequent_mask(length, dtype=dtype)
+
+        def call(x):
+            return module(x, x, x, need_weights=False, attn_mask=mask, is_causal=cfg["causal"])[0]
+
+    else:
+        entry = attnzoo.info(name)
+        if entry.family in ("sequence", "efficient"):
+            module = entry.obj(dim, num_heads=heads, **options)
+        else:
+            raise ValueError(f"{name!r} is a {entry.family} entry; bench speed takes token mixers")
+
+        def call(x):
+            return module(x, is_causal=cfg["causal"])
+
+    module = module.to(device=cfg["device"], dtype=dtype)
+    return module, call
+
+
+def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    length = cfg["length"]
+    module, call = _build(cfg, length)
+    device, dtype = cfg["device"], getattr(torch, cfg["dtype"])
+    x = torch.randn(cfg["batch"], length, cfg["dim"], device=device, dtype=dtype)
+    cuda = device.startswith("cuda")
+
+    def once() -> None:
+        if cfg["backward"]:
+            x.grad = None
+            call(x).float().square().mean().backward()
+        else:
+            with torch.no_grad():
+                call(x)
+        if cuda:
+            torch.cuda.synchronize()
+
+    module.train(cfg["backward"])
+    if cfg["backward"]:
+        x.requires_grad_(True)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = _status_kb("VmRSS") * 1024
+        have_reset = _reset_peak()
+    once()
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        peak = _status_kb("VmHWM") * 1024 - before if have_reset else float("nan")
+    for _ in range(max(cfg["warmup"] - 1, 0)):
+        once()
+    times = []
+    for _ in range(cfg["repeats"]):
+        start = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - start)
+    return {"seconds": statistics.median(times), "peak_mb": max(peak, 0) / 2**20}
+
+
+def _measure(config: SpeedConfig, name: str, length: int) -> SpeedResult:
+    cfg = {**asdict(config), "name": name, "length": length}
+    cfg["options"] = config.options.get(name, {})
+    env = {**os.environ, "OMP_NUM_THREADS": str(config.threads)}
+    command = [sys.executable, "-m", "attnzoo.arena.efficiency", json.dumps(cfg)]
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=config.timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return SpeedResult(name, length, None, None, f"timeout after {config.timeout:g} s")
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+        reason = lines[-1] if lines else f"exit code {proc.returncode}"
+        if proc.returncode < 0:
+            reason = f"killed by signal {-proc.returncode} (out of memory?)"
+        return SpeedResult(name, length, None, None, reason)
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return SpeedResult(name, length, data["seconds"], data["peak_mb"])
+
+
+def run_speed(config: SpeedConfig, progress=None) -> list[SpeedResult]:
+    """Measure every ``(name, length)`` of ``config``, each in a fresh subprocess."""
+    results = []
+    for length in config.lengths:
+        for name in config.names:
+            result = _measure(config, name, length)
+            results.append(result)
+            if progress is not None:
+                progress(result)
+    return results
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "—" if value is None or math.isnan(value) else format(value, spec)
+
+
+def format_table(results: list[SpeedResult], reference: str = "mha") -> str:
+    """Markdown table with time and memory ratios to ``reference`` at the same length."""
+    by_cell = {(r.name, r.length): r for r in results}
+    rows = [
+        "| name | L | time (ms) | time / "
+        + reference
+        + " | peak MB | memory / "
+        + reference
+        + " |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        ref = by_cell.get((reference, r.length))
+        time_ratio = mem_ratio = None
+        if ref is not None and r.seconds is not None and ref.seconds:
+            time_ratio = r.seconds / ref.seconds
+        if ref is not None and r.peak_mb is not None and ref.peak_mb:
+            mem_ratio = r.peak_mb / ref.peak_mb
+        if r.error:
+            rows.append(f"| {r.name} | {r.length} | error: {r.error} | | | |")
+            continue
+        rows.append(
+            f"| {r.name} | {r.length} | {_fmt(r.seconds and r.seconds * 1e3, '.1f')} | "
+            f"{_fmt(time_ratio, '.2f')} | {_fmt(r.peak_mb, '.1f')} | {_fmt(mem_ratio, '.2f')} |"
+        )
+    return "\n".join(rows)
+
+
+def write_json(path: str | Path, config: SpeedConfig, results: list[SpeedResult]) -> None:
+    """Write config and results atomically (temporary file, then rename)."""
+    path = Path(path)
+    payload = {"config": asdict(config), "results": [asdict(r) for r in results]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(payload, f, indent=2)
+        tmp = f.name
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":  # worker entry point: one measurement, JSON on the last line
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))

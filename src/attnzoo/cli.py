@@ -1,0 +1,364 @@
+"""``attnzoo`` command line: list, info, mask, catalogue, bench.
+
+User errors (bad flags, unknown names) exit with code 2 and one line naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of integers")
+    return [_positive_int(part) for part in items]
+
+
+def _nonneg_int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
+    return values
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _name_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
+    return names
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="attnzoo", description="The attention zoo: list, inspect, benchmark.")
+    from attnzoo import __version__
+
+    parser.add_argument("--version", action="version", version=f"attnzoo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="registered names")
+    p.add_argument("pattern", nargs="?", default="*", help="glob on the name, e.g. 'vit_*'")
+    p.add_argument("--family", help="positional, sequence, efficient, vision or models")
+    p.add_argument("--tags", type=_name_list, default=[], help="comma-separated tags to require")
+
+    p = sub.add_parser("info", help="paper, tags, complexity and signature of one entry")
+    p.add_argument("name")
+
+    p = sub.add_parser(
+        "mask",
+        help="draw a mask function",
+        description="Draw a mask function; its options become flags (--block-size ...).",
+    )
+    p.add_argument("name", help="a mask function of attnzoo.masks")
+    p.add_argument("--length", type=_positive_int, required=True, help="query length L")
+    p.add_argument("--kv-length", type=_positive_int, help="key length S (default L)")
+    p.add_argument("--ascii", action="store_true", help="draw with '#' and '.'")
+
+    p = sub.add_parser("catalogue", help="markdown catalogue of the registry")
+    p.add_argument("--output", help="write the catalogue to this file")
+    p.add_argument("--readme", help="refresh the table between the README's catalogue markers")
+    p.add_argument("--check", action="store_true", help="exit 1 if --output/--readme are stale")
+
+    p = sub.add_parser("bench", help="benchmarks")
+    bench = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
+    s = bench.add_parser("speed", help="time and peak memory of token mixers vs mha")
+    s.add_argument("--names", type=_name_list, required=True, help="e.g. mha,torch_mha,local")
+    s.add_argument("--lengths", type=_int_list, required=True, help="e.g. 1024,4096")
+    s.add_argument("--batch", type=_positive_int, default=1)
+    s.add_argument("--dim", type=_positive_int, default=512)
+    s.add_argument("--heads", type=_positive_int, default=8)
+    s.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16", "float64"), default="float32"
+    )
+    s.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    s.add_argument("--threads", type=_positive_int, default=2)
+    s.add_argument("--repeats", type=_positive_int, default=3)
+    s.add_argument("--warmup", type=_positive_int, default=1)
+    s.add_argument("--backward", action="store_true", help="time forward + backward")
+    s.add_argument("--causal", action="store_true", help="call with is_causal=True")
+    s.add_argument("--timeout", type=_finite_float, default=600.0, help="seconds per cell")
+    s.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="constructor option for one mechanism, e.g. local:window=256 (repeatable)",
+    )
+    s.add_argument("--output", help="also write results as JSON (atomically)")
+    return parser
+
+
+def _parse_value(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _cmd_list(args) -> int:
+    import attnzoo
+
+    try:
+        names = attnzoo.list_names(args.pattern, family=args.family, tags=args.tags)
+    except ValueError as error:
+        raise UsageError(f"argument --family: {error}") from None
+    width = max((len(n) for n in names), default=0)
+    for name in names:
+        entry = attnzoo.info(name)
+        print(f"{name:<{width}}  {entry.family:<10}  {entry.summary}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import attnzoo
+
+    try:
+        entry = attnzoo.info(args.name)
+    except ValueError as error:
+        raise UsageError(f"argument name: {error}") from None
+    obj = entry.obj
+    print(f"{entry.name} ({entry.family}): {entry.summary}")
+    print(f"  class:      {obj.__module__}.{obj.__qualname__}")
+    print(f"  paper:      {entry.paper.title} — {entry.paper.authors}, {entry.paper.year}")
+    print(f"  url:        {entry.paper.url}")
+    print(f"  tags:       {', '.join(entry.tags)}")
+    print(f"  complexity: {entry.complexity}")
+    flags = [
+        f
+        for f in ("supports_mask", "supports_causal", "supports_cross", "fixed_length")
+        if hasattr(obj, f)
+    ]
+    if flags:
+        print("  flags:      " + ", ".join(f"{f}={getattr(obj, f)}" for f in flags))
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    signature = str(inspect.signature(target)).replace("(self, ", "(").replace(" -> 'None'", "")
+    print(f"  signature:  {entry.name}{signature}")
+    return 0
+
+
+def _mask_parameter_type(param: inspect.Parameter):
+    annotation = str(param.annotation)
+    if param.default is not inspect.Parameter.empty and isinstance(param.default, bool):
+        return "flag"
+    if "Sequence" in annotation or "Tensor" in annotation:
+        return _nonneg_int_list
+    if "int" in annotation:
+        return int
+    if "float" in annotation:
+        return _finite_float
+    return str
+
+
+def _cmd_mask(args, extra: list[str]) -> int:
+    import torch
+
+    from attnzoo import masks
+
+    if args.name not in masks.MASK_FUNCTIONS:
+        known = ", ".join(sorted(masks.MASK_FUNCTIONS))
+        raise UsageError(f"argument name: unknown mask {args.name!r}; choose from {known}")
+    factory = masks.MASK_FUNCTIONS[args.name]
+    sub = _Parser(prog=f"attnzoo mask {args.name}")
+    auto = {"q_len": args.length, "kv_len": args.kv_length or args.length}
+    for param in inspect.signature(factory).parameters.values():
+        if param.name in auto:
+            continue
+        flag = "--" + param.name.replace("_", "-")
+        kind = _mask_parameter_type(param)
+        required = param.default is inspect.Parameter.empty
+        if kind == "flag":
+            sub.add_argument(flag, dest=param.name, action="store_true")
+        else:
+            sub.add_argument(
+                flag,
+                dest=param.name,
+                type=kind,
+                required=required,
+                default=None if required else param.default,
+            )
+    options = vars(sub.parse_args(extra))
+    for key, value in options.items():
+        if isinstance(value, list) and key == "document_ids":
+            options[key] = torch.tensor(value)
+    params = inspect.signature(factory).parameters
+    options.update({k: v for k, v in auto.items() if k in params})
+    try:
+        mask_mod = factory(**options)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    kv_len = args.kv_length or args.length
+    grid = masks.materialize(mask_mod, args.length, kv_len)[0, 0]
+    style = {"filled": "#", "empty": "."} if args.ascii else {}
+    print(masks.to_string(grid, **style))
+    density = grid.float().mean().item()
+    print(
+        f"{args.name}: L={args.length}, S={kv_len}, {int(grid.sum())} of {grid.numel()} "
+        f"pairs attend ({density:.1%})"
+    )
+    return 0
+
+
+def _cmd_catalogue(args) -> int:
+    from pathlib import Path
+
+    from attnzoo.catalogue import catalogue_markdown, update_readme, write_if_changed
+
+    text = catalogue_markdown() + "\n"
+    stale = []
+    if args.output:
+        if args.check:
+            path = Path(args.output)
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(args.output)
+        else:
+            write_if_changed(args.output, text)
+    if args.readme:
+        current = Path(args.readme).read_text(encoding="utf-8")
+        try:
+            updated = update_readme(current)
+        except ValueError as error:
+            raise UsageError(f"argument --readme: {error}") from None
+        if args.check and updated != current:
+            stale.append(args.readme)
+        elif not args.check:
+            write_if_changed(args.readme, updated)
+    if not args.output and not args.readme:
+        print(text, end="")
+    if stale:
+        print(f"stale: {', '.join(stale)}; run `make catalogue`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_bench_speed(args) -> int:
+    import attnzoo
+    from attnzoo.arena.efficiency import BASELINES, SpeedConfig, format_table, run_speed, write_json
+
+    for name in args.names:
+        if name in BASELINES:
+            continue
+        try:
+            entry = attnzoo.info(name)
+        except ValueError as error:
+            raise UsageError(f"argument --names: {error}") from None
+        if entry.family not in ("sequence", "efficient"):
+            raise UsageError(
+                f"argument --names: {name!r} is a {entry.family} entry, not a token mixer"
+            )
+    options: dict[str, dict[str, Any]] = {}
+    for item in args.option:
+        name, sep, assignment = item.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not sep or not eq or not key or name not in args.names:
+            raise UsageError(
+                f"argument --option: expected NAME:KEY=VALUE with NAME in --names, got {item!r}"
+            )
+        options.setdefault(name, {})[key] = _parse_value(value)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError(
+                f"argument --device: {args.device!r} requested but CUDA is not available"
+            )
+    config = SpeedConfig(
+        names=args.names,
+        lengths=args.lengths,
+        batch=args.batch,
+        dim=args.dim,
+        heads=args.heads,
+        dtype=args.dtype,
+        device=args.device,
+        threads=args.threads,
+        backward=args.backward,
+        causal=args.causal,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        timeout=args.timeout,
+        options=options,
+    )
+    mode = "forward+backward" if args.backward else "forward"
+    print(
+        f"# bench speed: B={args.batch}, dim={args.dim}, heads={args.heads}, {args.dtype}, "
+        f"{args.device}, {args.threads} threads, {mode}{', causal' if args.causal else ''}; "
+        f"median of {args.repeats}",
+        flush=True,
+    )
+
+    def progress(result) -> None:
+        state = result.error or f"{result.seconds * 1e3:.1f} ms, {result.peak_mb:.1f} MB"
+        print(f"  {result.name} L={result.length}: {state}", file=sys.stderr, flush=True)
+
+    results = run_speed(config, progress=progress)
+    reference = "mha" if "mha" in args.names else args.names[0]
+    print(format_table(results, reference=reference))
+    if args.output:
+        write_json(args.output, config, results)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "mask":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if args.command == "list":
+            return _cmd_list(args)
+        if args.command == "info":
+            return _cmd_info(args)
+        if args.command == "mask":
+            return _cmd_mask(args, extra)
+        if args.command == "catalogue":
+            return _cmd_catalogue(args)
+        return _cmd_bench_speed(args)
+    except UsageError as error:
+        print(f"attnzoo: error: {error}", file=sys.stderr)
+        return 2

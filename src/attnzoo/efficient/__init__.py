@@ -1,0 +1,4 @@
+"""The ``efficient`` family: long-sequence attention.
+
+Members register themselves when imported here (DESIGN.md section 3).
+"""

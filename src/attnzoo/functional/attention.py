@@ -1,0 +1,227 @@
+"""Scaled dot-product attention: ``attention`` (dispatching) and ``attention_reference`` (oracle).
+
+``attention_reference`` is plain maths (scores, masked softmax, weighted sum) and is the oracle
+every test in attnzoo compares against. ``attention`` has the same signature and uses
+``torch.nn.functional.scaled_dot_product_attention`` whenever the weights are not requested.
+
+Paper: Vaswani et al., "Attention Is All You Need", 2017, https://arxiv.org/abs/1706.03762
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from attnzoo._checks import check_choice, check_finite, check_probability, type_name
+from attnzoo.functional.pooling import pool
+from attnzoo.functional.softmax import (
+    ALIGNMENTS,
+    causal_mask,
+    check_mask,
+    key_padding_keep,
+    merge_masks,
+)
+
+__all__ = ["attention", "attention_reference", "validate_qkv"]
+
+
+def validate_qkv(q: object, k: object, v: object) -> int:
+    """Check ``q, k, v`` of shape ``(..., nh, L|S, hd)`` and return the GQA group size.
+
+    Keys and values may have fewer heads than queries (grouped-query / multi-query attention)
+    when the query heads are a multiple of them; ``d_v`` may differ from ``d_qk``.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type_name(t)}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(
+            f"q, k and v must have the same dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}"
+        )
+    if not q.is_floating_point():
+        raise TypeError(f"q, k and v must be floating tensors, got {q.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(
+            f"q, k and v must be on the same device, got q {q.device}, k {k.device}, v {v.device}"
+        )
+    if not (q.dim() == k.dim() == v.dim()) or q.dim() < 2:
+        raise ValueError(
+            "q, k and v must have the same rank >= 2, (..., L, hd); got shapes "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same head dim, got q {tuple(q.shape)} and k {tuple(k.shape)}"
+        )
+    if k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(
+            "k and v must agree in every dim but the last (..., S, hd); got "
+            f"k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
+    if q.dim() < 3:
+        return 1
+    if q.shape[:-3] != k.shape[:-3]:
+        raise ValueError(
+            f"q and k must have the same batch dims, got q {tuple(q.shape)} and k {tuple(k.shape)}"
+        )
+    q_heads, kv_heads = q.shape[-3], k.shape[-3]
+    if q_heads == kv_heads:
+        return 1
+    if kv_heads == 0 or q_heads % kv_heads:
+        raise ValueError(
+            f"the number of query heads ({q_heads}) must equal or be a multiple of the number "
+            f"of key/value heads ({kv_heads}); shapes q {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
+    return q_heads // kv_heads
+
+
+def _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment):
+    """Shared validation; returns (gqa groups, scale, mask with causality merged in)."""
+    groups = validate_qkv(q, k, v)
+    check_probability("dropout_p", dropout_p)
+    check_choice("causal_alignment", causal_alignment, ALIGNMENTS)
+    if not isinstance(is_causal, bool):
+        raise TypeError(f"is_causal must be a bool, got {type_name(is_causal)}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_finite("scale", scale)
+    scores_shape = (*q.shape[:-1], k.shape[-2])
+    if mask is not None:
+        check_mask(mask, scores_shape, q.dtype)
+    if is_causal:
+        tri = causal_mask(q.shape[-2], k.shape[-2], alignment=causal_alignment, device=q.device)
+        mask = merge_masks(mask, tri)
+    return groups, scale, mask
+
+
+def attention_reference(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+    causal_alignment: str = "bottom_right",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Plain-maths scaled dot-product attention: the oracle for every test in attnzoo.
+
+    ``out = dropout(softmax(q k^T * scale + mask)) v``, with the scale applied to ``q`` before the
+    product (no float16 overflow), softmax in float32 for half inputs, and exact zeros for query
+    rows that may attend to nothing.
+
+    Args:
+        q: Queries ``(B, nh, L, hd)`` (any ``(..., L, hd)``).
+        k: Keys ``(B, nkv, S, hd)``; ``nh`` must be a multiple of ``nkv`` (GQA/MQA).
+        v: Values ``(B, nkv, S, hd_v)``.
+        mask: Bool (``True`` = may attend) or additive float mask broadcastable to
+            ``(B, nh, L, S)``.
+        is_causal: Forbid keys after the query; combined with ``mask`` by intersection.
+        scale: Score scale, default ``1 / sqrt(hd)``; any finite value (0 gives the mean).
+        dropout_p: Dropout on the weights, applied whenever ``> 0`` (pass 0 in eval).
+        need_weights: Also return the ``(B, nh, L, S)`` weights (before dropout).
+        causal_alignment: ``"bottom_right"`` (query ``i`` sees ``j <= i + S - L``) or
+            ``"top_left"`` (``j <= i``).
+
+    Returns:
+        ``out`` of shape ``(B, nh, L, hd_v)``, or ``(out, weights)`` when ``need_weights``.
+
+    Shape:
+        - q: ``(B, nh, L, hd)``; k: ``(B, nkv, S, hd)``; v: ``(B, nkv, S, hd_v)``
+        - out: ``(B, nh, L, hd_v)``; weights: ``(B, nh, L, S)``
+
+    Example:
+        >>> q = k = v = torch.eye(2).view(1, 1, 2, 2)
+        >>> attention_reference(q, k, v, scale=0.0)
+        tensor([[[[0.5000, 0.5000],
+                  [0.5000, 0.5000]]]])
+    """
+    groups, scale, mask = _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
+    compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=-3)  # (B, nh, S, hd)
+        v = v.repeat_interleave(groups, dim=-3)  # (B, nh, S, hd_v)
+    scores = (q.to(compute) * scale) @ k.to(compute).transpose(-2, -1)  # (B, nh, L, S)
+    out, attn = pool(scores, v.to(compute), mask, dropout_p)
+    out = out.to(q.dtype)  # (B, nh, L, hd_v)
+    return (out, attn.to(q.dtype)) if need_weights else out
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+    causal_alignment: str = "bottom_right",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Scaled dot-product attention that picks the fastest exact path.
+
+    Same arguments and results as :func:`attention_reference`. Without ``need_weights`` it calls
+    ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels; no ``L x S`` tensor
+    when there is no mask and causality is square or top-left); with ``need_weights`` it runs
+    the reference. Both paths agree to floating-point round-off, including fully masked rows
+    (exact zeros) and NaN-free gradients.
+
+    Args:
+        q: Queries ``(B, nh, L, hd)``.
+        k: Keys ``(B, nkv, S, hd)``.
+        v: Values ``(B, nkv, S, hd_v)``.
+        mask: Bool (``True`` = may attend) or additive float mask broadcastable to
+            ``(B, nh, L, S)``.
+        is_causal: Causal masking, bottom-right aligned unless ``causal_alignment="top_left"``.
+        scale: Default ``1 / sqrt(hd)``.
+        dropout_p: Dropout on the weights whenever ``> 0``.
+        need_weights: Return ``(out, weights)``.
+        causal_alignment: ``"bottom_right"`` or ``"top_left"``.
+
+    Returns:
+        ``out`` ``(B, nh, L, hd_v)``, or ``(out, weights)``.
+
+    Shape:
+        - q: ``(B, nh, L, hd)``; k, v: ``(B, nkv, S, hd)``; out: ``(B, nh, L, hd_v)``
+
+    Example:
+        >>> q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 4, 7, 8), torch.randn(2, 4, 7, 8)
+        >>> attention(q, k, v, is_causal=True).shape
+        torch.Size([2, 4, 5, 8])
+    """
+    if need_weights:
+        return attention_reference(
+            q,
+            k,
+            v,
+            mask=mask,
+            is_causal=is_causal,
+            scale=scale,
+            dropout_p=dropout_p,
+            need_weights=True,
+            causal_alignment=causal_alignment,
+        )
+    groups, scale, merged = _prepare(q, k, v, mask, False, scale, dropout_p, causal_alignment)
+    q_len, kv_len = q.shape[-2], k.shape[-2]
+    # SDPA's own is_causal is top-left aligned and takes no mask; it equals ours when L == S.
+    sdpa_causal = is_causal and mask is None and (q_len == kv_len or causal_alignment == "top_left")
+    one_query_sees_all = q_len == 1 and causal_alignment == "bottom_right" and mask is None
+    if is_causal and not sdpa_causal and not one_query_sees_all:
+        tri = causal_mask(q_len, kv_len, alignment=causal_alignment, device=q.device)  # (L, S)
+        merged = merge_masks(merged, tri)
+    keep = key_padding_keep(merged, v)
+    if keep is not None:
+        v = v.masked_fill(~keep, 0.0)  # padded keys cannot leak NaN into the output
+    return F.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=merged,
+        dropout_p=dropout_p,
+        is_causal=sdpa_causal,
+        scale=scale,
+        enable_gqa=groups > 1,
+    )

@@ -1,0 +1,31 @@
+"""Shared building blocks: the attention base, the probe, MLPs, convs, norms and helpers."""
+
+from attnzoo.layers.attention_base import AttentionBase, as_attention_mask
+from attnzoo.layers.channel_ops import scale_channels, spatial_mean
+from attnzoo.layers.conv import ConvNormAct
+from attnzoo.layers.helpers import make_divisible, to_2tuple
+from attnzoo.layers.mlp import Mlp, SqueezeMlp
+from attnzoo.layers.norms import LayerNorm2d
+from attnzoo.layers.probe import AttentionProbe, probes_recording
+from attnzoo.layers.vision_utils import check_feature_map, create_act, reduced_channels
+from attnzoo.layers.zpool import ZPoolGate, zpool
+
+__all__ = [
+    "AttentionBase",
+    "AttentionProbe",
+    "ConvNormAct",
+    "LayerNorm2d",
+    "Mlp",
+    "SqueezeMlp",
+    "ZPoolGate",
+    "as_attention_mask",
+    "check_feature_map",
+    "create_act",
+    "make_divisible",
+    "probes_recording",
+    "reduced_channels",
+    "scale_channels",
+    "spatial_mean",
+    "to_2tuple",
+    "zpool",
+]

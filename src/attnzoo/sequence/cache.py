@@ -1,0 +1,113 @@
+"""``KVCache``: keys and values of the tokens seen so far, for incremental decoding."""
+
+from __future__ import annotations
+
+import torch
+
+from attnzoo._checks import check_positive_int, type_name
+
+__all__ = ["KVCache"]
+
+
+class KVCache:
+    """Growing (or preallocated) store of past keys and values, ``(B, nkv, S, hd)``.
+
+    Feed a sequence token by token through ``mha(x_t, cache=cache, is_causal=True)``: each call
+    appends its keys and values and attends to everything cached; the outputs equal one causal
+    call on the whole sequence. Without gradients (``torch.no_grad()`` / ``inference_mode``) the
+    tensors live in a buffer that doubles when full (amortised O(1) appends, no copy per step,
+    nothing kept for autograd); when the new keys carry gradients the cache concatenates instead,
+    so backpropagation through the cache stays correct.
+
+    Args:
+        max_len: Preallocate room for ``max_len`` tokens; appending beyond it raises
+            ``ValueError``. ``None`` grows as tokens arrive.
+
+    Shape:
+        - update(k, v): ``(B, nkv, T, hd)`` each -> all keys and values ``(B, nkv, S, hd)``
+
+    Example:
+        >>> cache = KVCache(max_len=4)
+        >>> k, v = cache.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8))
+        >>> len(cache), k.shape
+        (3, torch.Size([1, 2, 3, 8]))
+    """
+
+    def __init__(self, max_len: int | None = None) -> None:
+        self.max_len = None if max_len is None else check_positive_int("max_len", max_len)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every cached token (buffers are released)."""
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def k(self) -> torch.Tensor | None:
+        """Cached keys ``(B, nkv, S, hd)`` or None when empty."""
+        return None if self._k is None else self._k[:, :, : self._len]
+
+    @property
+    def v(self) -> torch.Tensor | None:
+        """Cached values ``(B, nkv, S, hd_v)`` or None when empty."""
+        return None if self._v is None else self._v[:, :, : self._len]
+
+    def _check(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        for name, t in (("k", k), ("v", v)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 4:
+                raise ValueError(f"{name} must be (B, nkv, T, hd), got {type_name(t)}")
+        if k.shape[:3] != v.shape[:3]:
+            raise ValueError(
+                f"k and v must agree in (B, nkv, T), got {tuple(k.shape)} and {tuple(v.shape)}"
+            )
+        if self._k is not None:
+            want_k = (self._k.shape[0], self._k.shape[1], self._k.shape[3])
+            got_k = (k.shape[0], k.shape[1], k.shape[3])
+            if want_k != got_k or v.shape[3] != self._v.shape[3] or k.dtype != self._k.dtype:
+                raise ValueError(
+                    f"new keys (B, nkv, hd) = {got_k} ({k.dtype}) do not match the cache's "
+                    f"{want_k} ({self._k.dtype}); call reset() to start a new sequence"
+                )
+        if self.max_len is not None and self._len + k.shape[2] > self.max_len:
+            raise ValueError(
+                f"KVCache is full: max_len={self.max_len}, holds {self._len} tokens, "
+                f"got {k.shape[2]} more; create it with a larger max_len or reset() it"
+            )
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append ``k, v`` (``(B, nkv, T, hd)``) and return all cached keys and values."""
+        self._check(k, v)
+        new_len = self._len + k.shape[2]
+        tracking = torch.is_grad_enabled() and (k.requires_grad or v.requires_grad)
+        if tracking:
+            if self._k is None:
+                self._k, self._v = k, v
+            else:
+                self._k = torch.cat([self.k, k], dim=2)  # (B, nkv, S, hd)
+                self._v = torch.cat([self.v, v], dim=2)  # (B, nkv, S, hd_v)
+            self._len = new_len
+            return self.k, self.v
+        capacity = 0 if self._k is None else self._k.shape[2]
+        if new_len > capacity:
+            capacity = self.max_len or max(new_len, 2 * capacity, 16)
+            self._k = self._grow(self._k, k, capacity)
+            self._v = self._grow(self._v, v, capacity)
+        with torch.no_grad():
+            self._k[:, :, self._len : new_len] = k
+            self._v[:, :, self._len : new_len] = v
+        self._len = new_len
+        return self.k, self.v
+
+    def _grow(self, old: torch.Tensor | None, like: torch.Tensor, capacity: int) -> torch.Tensor:
+        batch, heads, _, width = like.shape
+        buffer = like.new_empty(batch, heads, capacity, width)  # (B, nkv, capacity, hd)
+        if old is not None and self._len:
+            buffer[:, :, : self._len] = old[:, :, : self._len].detach()
+        return buffer
+
+    def __repr__(self) -> str:
+        return f"KVCache(len={self._len}, max_len={self.max_len})"

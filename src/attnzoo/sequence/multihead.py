@@ -1,0 +1,122 @@
+"""Multi-head attention (Vaswani et al. 2017): self- and cross-attention, GQA/MQA, KV cache."""
+
+from __future__ import annotations
+
+import torch
+
+from attnzoo.functional.attention import attention, attention_reference
+from attnzoo.layers.attention_base import AttentionBase
+from attnzoo.papers import VASWANI_2017
+from attnzoo.registry import SEQUENCE
+from attnzoo.sequence.cache import KVCache
+
+__all__ = ["MultiHeadAttention"]
+
+
+@SEQUENCE.register(
+    "mha",
+    paper=VASWANI_2017,
+    tags=("dense", "self", "cross", "gqa", "kv_cache"),
+    complexity="O(L S d) time; O(L + S) memory on the fast path",
+)
+class MultiHeadAttention(AttentionBase):
+    """Multi-head scaled dot-product attention.
+
+    ``head_i = softmax(q_i k_i^T / sqrt(hd)) v_i`` on ``num_heads`` learned projections, then
+    ``out_proj(concat(head_1, ..., head_nh))`` (Vaswani et al., "Attention Is All You Need", 2017,
+    https://arxiv.org/abs/1706.03762). Self-attention when ``context`` is None, cross-attention
+    otherwise. ``num_kv_heads < num_heads`` gives grouped-query attention (Ainslie et al. 2023,
+    https://arxiv.org/abs/2305.13245); ``num_kv_heads=1`` is multi-query attention
+    (Shazeer 2019, https://arxiv.org/abs/1911.02150).
+
+    Without ``need_weights`` the core runs in ``F.scaled_dot_product_attention``, which never
+    allocates an ``L x S`` tensor when there is no mask. With ``need_weights=True`` (or while
+    ``attnzoo.viz.record_attention`` listens on ``probe``) it runs ``attention_reference`` and
+    returns per-head weights (before dropout). Causal masking is bottom-right aligned, so a
+    :class:`KVCache` fed one token at a time reproduces one causal call on the whole sequence.
+    To copy weights from or to ``torch.nn.MultiheadAttention`` see
+    :mod:`attnzoo.sequence.interop`.
+
+    Args:
+        dim: Model width ``C``.
+        num_heads: Query heads ``nh``.
+        num_kv_heads: Key/value heads (GQA); must divide ``num_heads``. Default ``num_heads``.
+        head_dim: Per-head width, default ``dim // num_heads``.
+        qkv_bias: Bias in ``q_proj``, ``k_proj``, ``v_proj``.
+        attn_drop: Dropout on the attention weights (training only).
+        proj_drop: Dropout after ``out_proj`` (training only).
+        context_dim: Width of ``context`` (cross-attention with another width); default ``dim``.
+        proj_bias: Bias in ``out_proj``.
+
+    Shape:
+        - x: ``(B, L, C)`` or unbatched ``(L, C)``
+        - context: ``(B, S, C_ctx)``, default ``x``
+        - mask: ``(B, S)`` padding (``True`` = real token), ``(B, L, S)`` or ``(B, nh, L, S)``;
+          bool (``True`` = may attend) or additive float
+        - output: ``(B, L, C)``; weights ``(B, nh, L, S)`` when ``need_weights``
+
+    Example:
+        >>> mha = MultiHeadAttention(64, num_heads=4)
+        >>> x, ctx = torch.randn(2, 10, 64), torch.randn(2, 7, 64)
+        >>> out, w = mha(x, ctx, mask=torch.ones(2, 7, dtype=torch.bool), need_weights=True)
+        >>> out.shape, w.shape
+        (torch.Size([2, 10, 64]), torch.Size([2, 4, 10, 7]))
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int = 8,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        context_dim: int | None = None,
+        proj_bias: bool = True,
+    ) -> None:
+        super().__init__(
+            dim,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+            context_dim=context_dim,
+            proj_bias=proj_bias,
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        x, context, unbatched = self.check_inputs(x, context, is_causal)
+        q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nkv, S, hd) x 2
+        if cache is not None:
+            if not isinstance(cache, KVCache):
+                raise TypeError(f"cache must be an attnzoo.KVCache, got {type(cache).__name__}")
+            if context is not None:
+                raise ValueError(
+                    "cache= caches self-attention keys; for cross-attention the context's keys "
+                    "do not change between steps, so call without a cache"
+                )
+            k, v = cache.update(k, v)  # (B, nkv, S_total, hd)
+        batch, _, q_len, _ = q.shape
+        mask = self.check_mask(mask, batch, q_len, k.shape[2], q.dtype)
+        if need_weights or self.probe.recording:
+            out, attn = attention_reference(
+                q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.dropout_p, need_weights=True
+            )
+            attn = self.probe(attn)
+            y = self.finish(out, unbatched)
+            return (y, attn.squeeze(0) if unbatched else attn) if need_weights else y
+        out = attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.dropout_p)
+        return self.finish(out, unbatched)

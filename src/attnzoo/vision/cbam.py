@@ -1,0 +1,91 @@
+"""CBAM (Woo et al. 2018): a channel gate from avg+max pooling, then a 7x7 spatial gate."""
+
+from __future__ import annotations
+
+import torch
+
+from attnzoo.layers.mlp import SqueezeMlp
+from attnzoo.layers.vision_utils import LayerType, create_act, reduced_channels
+from attnzoo.layers.zpool import ZPoolGate
+from attnzoo.registry import VISION, Paper
+from attnzoo.vision.base import VisionModule
+
+__all__ = ["CBAM"]
+
+WOO_2018 = Paper(
+    title="CBAM: Convolutional Block Attention Module",
+    authors="Woo, Park, Lee, Kweon",
+    year=2018,
+    url="https://arxiv.org/abs/1807.06521",
+)
+
+
+@VISION.register(
+    "cbam", paper=WOO_2018, tags=("mixed", "gating"), complexity="O(HWC + C^2/r + k^2 HW)"
+)
+class CBAM(VisionModule):
+    """CBAM: ``x' = x * Mc(x)``, then ``out = x' * Ms(x')``.
+
+    Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
+    https://arxiv.org/abs/1807.06521. Channel attention (paper eq. 2):
+    ``Mc = sigmoid(MLP(AvgPool(x)) + MLP(MaxPool(x)))`` with one MLP ``C -> C/r -> ReLU -> C``
+    shared by both pooled descriptors; the pools are global over the whole map, so any ``H, W``
+    works. Spatial attention (eq. 3): ``Ms = sigmoid(BN(f7x7([max_c(x'); mean_c(x')])))``, shared
+    over channels (:class:`~attnzoo.layers.zpool.ZPoolGate`, also used by triplet attention).
+
+    Defaults follow the official code (Jongchan/attention-module ``MODELS/cbam.py``), which adds
+    two details the paper's equations leave out: biases in the MLP and a
+    ``BatchNorm2d(1, momentum=0.01)`` after the bias-free 7x7 conv. C=64, r=16 gives 680
+    parameters; ``mlp_bias=False, spatial_norm=False`` gives the bare paper form (610). The
+    spatial input order is ``[max, mean]`` as in the official code (the paper writes
+    ``[avg; max]``, timm uses ``[mean, max]``: flip the conv weight on dim 1 when copying).
+
+    Args:
+        channels: Input channels ``C``.
+        rd_ratio: Reduction ratio ``1/r`` (paper: r = 16).
+        rd_channels: Hidden width; overrides ``rd_ratio``.
+        kernel_size: Odd kernel of the spatial conv (paper: 7).
+        mlp_bias: Biases in the channel MLP (official code: True).
+        spatial_norm: Batch norm after the spatial conv (official code: True).
+        act_layer: Hidden activation of the MLP.
+        gate_layer: Gate activation of both gates.
+
+    Shape:
+        - x: ``(B, C, H, W)`` -> same (2-D maps only: the spatial gate is a 2-D conv).
+
+    Example:
+        >>> cbam = CBAM(64)
+        >>> cbam(torch.randn(2, 64, 9, 7)).shape
+        torch.Size([2, 64, 9, 7])
+        >>> sum(p.numel() for p in cbam.parameters())
+        680
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        rd_ratio: float = 1 / 16,
+        rd_channels: int | None = None,
+        kernel_size: int = 7,
+        mlp_bias: bool = True,
+        spatial_norm: bool = True,
+        act_layer: LayerType = "relu",
+        gate_layer: LayerType = "sigmoid",
+    ) -> None:
+        super().__init__(channels)
+        hidden = reduced_channels(channels, rd_ratio, rd_channels)
+        self.mlp = SqueezeMlp(channels, hidden, act_layer=act_layer, bias=mlp_bias)
+        self.gate = create_act(gate_layer, "gate_layer")
+        self.spatial = ZPoolGate(kernel_size, norm=spatial_norm, gate_layer=gate_layer)
+
+    def channel_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """Channel gate ``Mc`` of shape ``(B, C, 1, 1)``."""
+        avg = self.mlp(x.mean(dim=(2, 3)))  # (B, C)
+        mx = self.mlp(x.amax(dim=(2, 3)))  # (B, C)
+        return self.gate(avg + mx)[:, :, None, None]  # (B, C, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        x = x * self.channel_attention(x)
+        return self.spatial(x)

@@ -1,0 +1,114 @@
+"""The attnzoo command line: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from attnzoo.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_and_info(capsys):
+    code, out, _ = run(capsys, "list", "--family", "positional")
+    assert code == 0 and "rope" in out and "mha" not in out
+    code, out, _ = run(capsys, "info", "alibi")
+    assert code == 0 and "https://arxiv.org/abs/2108.12409" in out and "num_heads" in out
+
+
+def test_mask_draws_the_pattern(capsys):
+    code, out, _ = run(
+        capsys, "mask", "sliding_window", "--length", "4", "--window", "1", "--ascii"
+    )
+    assert code == 0
+    assert out.splitlines()[:4] == ["##..", "###.", ".###", "..##"]
+    code, out, _ = run(capsys, "mask", "bigbird", "--length", "32", "--block-size", "4")
+    assert code == 0 and "bigbird: L=32" in out
+    code, out, _ = run(
+        capsys,
+        "mask",
+        "longformer",
+        "--length",
+        "6",
+        "--window",
+        "1",
+        "--global-indices",
+        "0",
+        "--ascii",
+    )
+    assert out.splitlines()[0] == "######"
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["mask", "nope", "--length", "4"], "name"),
+        (["mask", "bigbird", "--length", "0"], "--length"),
+        (["mask", "bigbird", "--length", "8"], "--block-size"),
+        (["info", "does_not_exist"], "name"),
+        (["list", "--family", "audio"], "--family"),
+        (["bench", "speed", "--names", "mha", "--lengths", "0"], "--lengths"),
+        (["bench", "speed", "--names", "does_not_exist", "--lengths", "8"], "--names"),
+        (["bench", "speed", "--names", "se", "--lengths", "8"], "--names"),
+        (["bench", "speed", "--names", "mha", "--lengths", "8", "--timeout", "nan"], "--timeout"),
+        (["bench", "speed", "--names", "mha", "--lengths", "8", "--heads", "-1"], "--heads"),
+        (["bench", "speed", "--names", "mha", "--lengths", "8", "--option", "x"], "--option"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(capsys, argv, flag):
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and flag in err and "Traceback" not in err
+
+
+def test_catalogue_check_detects_staleness(tmp_path, capsys):
+    stale = tmp_path / "catalogue.md"
+    stale.write_text("old")
+    code, _, err = run(capsys, "catalogue", "--output", str(stale), "--check")
+    assert code == 1 and "stale" in err
+    code, _, _ = run(capsys, "catalogue", "--output", str(stale))
+    assert code == 0
+    code, _, _ = run(capsys, "catalogue", "--output", str(stale), "--check")
+    assert code == 0
+
+
+def test_bench_speed_end_to_end(tmp_path):
+    output = tmp_path / "speed.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "attnzoo",
+            "bench",
+            "speed",
+            "--names",
+            "mha,torch_mha",
+            "--lengths",
+            "32",
+            "--dim",
+            "16",
+            "--heads",
+            "2",
+            "--repeats",
+            "1",
+            "--output",
+            str(output),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| mha | 32 |" in proc.stdout and "| torch_mha | 32 |" in proc.stdout
+    data = json.loads(output.read_text())
+    assert {r["name"] for r in data["results"]} == {"mha", "torch_mha"}
+    assert all(r["error"] is None and r["seconds"] > 0 for r in data["results"])
