@@ -19,8 +19,8 @@ demo: $(STAMP)
 	$(BIN)/attnzoo bench speed --names mha,torch_mha --lengths 512,1024,2048
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples conftest.py
+	$(BIN)/ruff format --check src tests examples conftest.py
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -64,7 +64,7 @@ def test_mask_draws_the_pattern(capsys):
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, flag):
-    code, out, err = run(capsys, *argv)
+    code, _out, err = run(capsys, *argv)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and flag in err and "Traceback" not in err
 

@@ -232,7 +232,7 @@ def test_odd_and_boundary_lengths(lq, d):  # item 17
 
 def test_non_contiguous_inputs():  # item 18
     qkv_packed = torch.randn(2, 5, 3, 4, 8)  # (B, L, 3, nh, hd)
-    q, k, v = qkv_packed.permute(2, 0, 3, 1, 4).unbind(0)  # views with strides
+    q, _k, v = qkv_packed.permute(2, 0, 3, 1, 4).unbind(0)  # views with strides
     k_expanded = torch.randn(2, 1, 5, 8).expand(2, 4, 5, 8)
     mask = torch.ones(1, 1, 1, 5, dtype=torch.bool).expand(2, 4, 5, 5)
     for fn in (attention, attention_reference):

@@ -78,7 +78,7 @@ def test_single_key_returns_its_value(shape, seed):
 @SETTINGS
 @given(shape=dims, seed=st.integers(0, 10_000), data=st.data())
 def test_batched_with_padding_equals_one_by_one(shape, seed, data):
-    b, h, lq, lk, d = shape
+    b, _h, _lq, lk, _d = shape
     q, k, v = draw(shape, seed)
     lengths = [data.draw(st.integers(1, lk)) for _ in range(b)]
     keep = torch.arange(lk)[None, :] < torch.tensor(lengths)[:, None]  # (B, S)

@@ -32,7 +32,7 @@ def test_dot_and_scaled_dot_elementwise():
 
 
 def test_additive_hand_computed():
-    # q = [1, 2], k = [0.5, -1, 2]; W_q = [[1, 0], [0, 1]], W_k = [[1, 1, 0], [0, 0, 1]], w_v = [2, -1]
+    # q = [1, 2], k = [0.5, -1, 2]; W_q = I, W_k = [[1, 1, 0], [0, 0, 1]], w_v = [2, -1]
     # W_q q + W_k k = [1 + (-0.5), 2 + 2] = [0.5, 4]; score = 2 tanh(0.5) - tanh(4)
     q = torch.tensor([[1.0, 2.0]], dtype=f64)
     k = torch.tensor([[0.5, -1.0, 2.0]], dtype=f64)

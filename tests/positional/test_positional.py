@@ -13,7 +13,6 @@ from attnzoo import KVCache
 from attnzoo.functional import attention_reference
 from attnzoo.positional import alibi_slopes, t5_bucket
 
-
 # ---------------------------------------------------------------- sinusoidal / learned
 
 

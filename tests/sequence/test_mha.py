@@ -121,8 +121,8 @@ def test_kv_cache_capacity_contents_and_reset():  # item 38
         cache.update(k2, v2)
     cache.reset()
     assert len(cache) == 0 and cache.k is None
+    cache.update(k, v)
     with pytest.raises(ValueError, match="do not match"):
-        cache.update(k, v)
         cache.update(torch.randn(1, 3, 1, 8), torch.randn(1, 3, 1, 8))
 
 

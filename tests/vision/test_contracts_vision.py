@@ -81,12 +81,12 @@ def test_eval_is_deterministic_and_batch_independent(name):
 def test_wrong_channel_count_and_rank_raise(name):
     module = build(name).eval()
     bad = torch.randn(2, widths(module)[0] + 1, 9, 7)
-    with pytest.raises(ValueError, match="channels|shape"):
-        module(*((bad,) + make_inputs(name, module, (9, 7))[1:]))
+    with pytest.raises(ValueError, match=r"channels|shape"):
+        module(*((bad, *make_inputs(name, module, (9, 7))[1:])))
     for dims in {1, 2, 3} - set(module.spatial_dims):
         wrong = torch.randn(2, widths(module)[0], *([5] * dims))
-        with pytest.raises(ValueError):
-            module(*((wrong,) + make_inputs(name, module, (9, 7))[1:]))
+        with pytest.raises(ValueError, match=r"must be"):
+            module(*((wrong, *make_inputs(name, module, (9, 7))[1:])))
     with pytest.raises((TypeError, ValueError)):
         module([[0.0]])
 

@@ -8,14 +8,15 @@ import torch
 
 from attnzoo._checks import check_positive_int
 from attnzoo.functional.mask_basic import dilated, global_tokens
-from attnzoo.functional.mask_ops import (
+from attnzoo.functional.mask_ops import (  # noqa: F401  (doctests)
     MaskMod,
     and_masks,
     block_table_mask,
     check_len,
+    materialize,
     or_masks,
+    to_string,
 )
-from attnzoo.functional.mask_ops import materialize, to_string  # noqa: F401  (doctests)
 
 __all__ = ["bigbird", "longformer", "random_blocks"]
 

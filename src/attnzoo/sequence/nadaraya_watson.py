@@ -98,7 +98,8 @@ class NadarayaWatsonAttention(AttentionBase):
         projected = self.v_proj(values)  # (B, S, C_v)
         if projected.shape[-1] % self.num_heads:
             raise ValueError(
-                f"values width {projected.shape[-1]} must be divisible by num_heads={self.num_heads}"
+                f"values width {projected.shape[-1]} must be divisible by "
+                f"num_heads={self.num_heads}"
             )
         width = projected.shape[-1] // self.num_heads
         return projected.view(batch, kv_len, self.num_heads, width).transpose(
