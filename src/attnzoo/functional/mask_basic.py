@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import torch
 
 from attnzoo._checks import check_choice, check_positive_int, type_name
-from attnzoo.functional.mask_ops import MaskMod, check_len, or_masks
-from attnzoo.functional.mask_ops import materialize, to_string  # noqa: F401  (doctests)
+from attnzoo.functional.mask_ops import MaskMod, check_len, materialize, or_masks, to_string  # noqa: F401  (doctests)
 
 __all__ = [
     "causal",
