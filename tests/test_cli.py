@@ -112,3 +112,40 @@ def test_bench_speed_end_to_end(tmp_path):
     data = json.loads(output.read_text())
     assert {r["name"] for r in data["results"]} == {"mha", "torch_mha"}
     assert all(r["error"] is None and r["seconds"] > 0 for r in data["results"])
+
+
+def test_bench_vision_with_training(tmp_path, capsys):
+    output = tmp_path / "vision.json"
+    code, out, _ = run(
+        capsys,
+        "bench",
+        "vision",
+        "--names",
+        "se,ffm",
+        "--channels",
+        "16",
+        "--size",
+        "8",
+        "--repeats",
+        "1",
+        "--train",
+        "--seeds",
+        "0",
+        "--epochs",
+        "1",
+        "--output",
+        str(output),
+    )
+    assert code == 0
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"plain", "se", "ffm"}
+    assert "n/a" in rows["ffm"]  # a two-input module cannot sit inside a ResNet
+    data = json.loads(output.read_text())
+    se = next(r for r in data["results"] if r["name"] == "se")
+    assert se["params"] == 2 * 16 * 1 + 1 + 16  # fc1 16->1 (+bias), fc2 1->16 (+bias)
+    assert 0.1 < se["accuracy"] <= 1.0 and se["flops"] > 0
+
+
+def test_bench_vision_rejects_non_vision_names(capsys):
+    code, _, err = run(capsys, "bench", "vision", "--names", "mha")
+    assert code == 2 and "--names" in err

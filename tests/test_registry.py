@@ -13,7 +13,7 @@ PAPER = Paper("t", "a", 2020, "https://example.org")
 
 def test_create_list_info():
     assert "mha" in attnzoo.list_names(family="sequence")
-    assert attnzoo.list_names("sin*") == ["sincos_2d", "sinusoidal"]
+    assert attnzoo.list_names("sin*", family="positional") == ["sincos_2d", "sinusoidal"]
     assert set(attnzoo.list_names(tags=("relative", "score_bias"))) >= {"alibi", "t5_bias"}
     entry = attnzoo.info("rope")
     assert entry.family == "positional" and entry.paper.url == "https://arxiv.org/abs/2104.09864"

@@ -126,6 +126,18 @@ def _build_parser() -> _Parser:
         help="constructor option for one mechanism, e.g. local:window=256 (repeatable)",
     )
     s.add_argument("--output", help="also write results as JSON (atomically)")
+
+    v = bench.add_parser("vision", help="params, FLOPs, latency (and accuracy) of vision modules")
+    v.add_argument("--names", type=_name_list, help="default: every vision module")
+    v.add_argument("--channels", type=_positive_int, default=256)
+    v.add_argument("--size", type=_positive_int, default=56, help="map height and width")
+    v.add_argument("--batch", type=_positive_int, default=1)
+    v.add_argument("--threads", type=_positive_int, default=2)
+    v.add_argument("--repeats", type=_positive_int, default=5)
+    v.add_argument("--train", action="store_true", help="also train a tiny ResNet on digits")
+    v.add_argument("--seeds", type=_nonneg_int_list, default=[0, 1, 2])
+    v.add_argument("--epochs", type=_positive_int, default=8)
+    v.add_argument("--output", help="also write results as JSON (atomically)")
     return parser
 
 
@@ -342,6 +354,52 @@ def _cmd_bench_speed(args) -> int:
     return 0
 
 
+def _cmd_bench_vision(args) -> int:
+    import attnzoo
+    from attnzoo.arena.io import write_json_atomic
+    from attnzoo.arena.vision_bench import (
+        VisionBenchConfig,
+        as_dict,
+        format_vision_table,
+        run_vision,
+    )
+
+    names = args.names or attnzoo.list_names(family="vision")
+    for name in names:
+        try:
+            family = attnzoo.info(name).family
+        except ValueError as error:
+            raise UsageError(f"argument --names: {error}") from None
+        if family != "vision":
+            raise UsageError(f"argument --names: {name!r} is a {family} entry, not a vision module")
+    config = VisionBenchConfig(
+        names=names,
+        channels=args.channels,
+        size=args.size,
+        batch=args.batch,
+        threads=args.threads,
+        repeats=args.repeats,
+        train=args.train,
+        seeds=args.seeds,
+        epochs=args.epochs,
+    )
+    print(
+        f"# bench vision: ({args.batch}, {args.channels}, {args.size}, {args.size}) float32, "
+        f"cpu, {args.threads} threads, median of {args.repeats}"
+        + (f"; digits, {args.epochs} epochs, seeds {args.seeds}" if args.train else ""),
+        flush=True,
+    )
+
+    def progress(result) -> None:
+        print(f"  {result.name}: {result.error or 'done'}", file=sys.stderr, flush=True)
+
+    results = run_vision(config, progress=progress)
+    print(format_vision_table(results, config))
+    if args.output:
+        write_json_atomic(args.output, as_dict(config, results))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = _build_parser()
@@ -358,6 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_mask(args, extra)
         if args.command == "catalogue":
             return _cmd_catalogue(args)
+        if args.bench == "vision":
+            return _cmd_bench_vision(args)
         return _cmd_bench_speed(args)
     except UsageError as error:
         print(f"attnzoo: error: {error}", file=sys.stderr)

@@ -290,6 +290,15 @@ def test_nan_propagates_but_padded_nan_does_not_leak():  # item 23
     clean = attention_reference(q, k, v, mask=keep)
     for fn in (attention, attention_reference):
         assert_close(fn(q, k, v_nan, mask=keep), clean)
+    k_nan = k.clone()
+    k_nan[:, :, 0] = math.nan
+    for fn in (attention, attention_reference):  # NaN in padded keys too
+        assert_close(fn(q, k_nan, v_nan, mask=keep), clean)
+    for fn in (attention, attention_reference):  # also when causality is merged in
+        assert_close(
+            fn(q, k, v_nan, mask=keep, is_causal=True),
+            attention_reference(q, k, v, mask=keep, is_causal=True),
+        )
     garbage = v.clone()
     garbage[:, :, 0] = 1e4
     assert torch.equal(attention_reference(q, k, garbage, mask=keep), clean)

@@ -206,3 +206,9 @@ def test_forward_errors():  # item 7
         mha(x, torch.randn(2, 3, 16), cache=KVCache())
     with pytest.raises(TypeError, match="is_causal"):
         mha(x, is_causal=1)
+
+
+def test_empty_query_sequence():  # item 11 at module level
+    mha = attnzoo.create("mha", 16, num_heads=2)
+    out = mha(torch.randn(2, 0, 16), torch.randn(2, 3, 16))
+    assert out.shape == (2, 0, 16)

@@ -9,7 +9,11 @@ process so that allocator caches and peak-memory counters start clean:
   (CPU: ``VmHWM`` reset through ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``).
 
 Besides registry names, ``torch_mha`` benchmarks ``torch.nn.MultiheadAttention`` (batch-first,
-``need_weights=False``, which takes PyTorch's fused fast path in eval) as the baseline.
+``need_weights=False``, which takes PyTorch's fused fast path in eval) as the baseline, and
+``flex_local`` the same four projections around ``torch.compile(flex_attention)`` with a
+``create_block_mask`` of ``attnzoo.masks.sliding_window(window)`` (``--option
+flex_local:window=256``, default 256; causal with ``--causal``). The compiling first call is the
+memory measurement and never timed.
 """
 
 from __future__ import annotations
@@ -21,15 +25,16 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from attnzoo.arena.io import write_json_atomic
+
 __all__ = ["BASELINES", "SpeedConfig", "SpeedResult", "format_table", "run_speed", "write_json"]
 
-BASELINES = ("torch_mha",)
+BASELINES = ("torch_mha", "flex_local")
 
 
 @dataclass
@@ -96,8 +101,16 @@ def _build(cfg: dict[str, Any], length: int):
         def call(x):
             return module(x, x, x, need_weights=False, attn_mask=mask, is_causal=cfg["causal"])[0]
 
+    elif name == "flex_local":
+        module = _flex_local(dim, heads, causal=cfg["causal"], **options)
+
+        def call(x):
+            return module(x)
+
     else:
         entry = attnzoo.info(name)
+        if getattr(entry.obj, "fixed_length", False):
+            options.setdefault("seq_len", length)  # fixed-length mechanisms are built for L
         if entry.family in ("sequence", "efficient"):
             module = entry.obj(dim, num_heads=heads, **options)
         else:
@@ -108,6 +121,42 @@ def _build(cfg: dict[str, Any], length: int):
 
     module = module.to(device=cfg["device"], dtype=dtype)
     return module, call
+
+
+def _flex_local(dim: int, heads: int, *, causal: bool, window: int = 256):
+    """Projections + compiled FlexAttention with a sliding-window block mask (a baseline)."""
+    import torch
+    from torch import nn
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    from attnzoo import masks
+
+    class FlexLocal(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads, self.head_dim = heads, dim // heads
+            self.q_proj, self.k_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.v_proj, self.out_proj = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.flex = torch.compile(flex_attention)
+            self.block_masks: dict[tuple, Any] = {}
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            batch, length, _ = x.shape
+            key = (length, str(x.device))
+            if key not in self.block_masks:
+                mod = masks.sliding_window(window, causal=causal)
+                self.block_masks[key] = create_block_mask(
+                    mod, None, None, length, length, device=x.device
+                )
+
+            shape = (batch, length, self.heads, self.head_dim)
+            q = self.q_proj(x).view(shape).transpose(1, 2)  # (B, nh, L, hd)
+            k = self.k_proj(x).view(shape).transpose(1, 2)  # (B, nh, L, hd)
+            v = self.v_proj(x).view(shape).transpose(1, 2)  # (B, nh, L, hd)
+            out = self.flex(q, k, v, block_mask=self.block_masks[key])  # (B, nh, L, hd)
+            return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1))  # (B, L, C)
+
+    return FlexLocal()
 
 
 def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -222,13 +271,8 @@ def format_table(results: list[SpeedResult], reference: str = "mha") -> str:
 
 def write_json(path: str | Path, config: SpeedConfig, results: list[SpeedResult]) -> None:
     """Write config and results atomically (temporary file, then rename)."""
-    path = Path(path)
     payload = {"config": asdict(config), "results": [asdict(r) for r in results]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2)
-        tmp = f.name
-    os.replace(tmp, path)
+    write_json_atomic(path, payload)
 
 
 if __name__ == "__main__":  # worker entry point: one measurement, JSON on the last line

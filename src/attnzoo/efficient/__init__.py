@@ -1,4 +1,26 @@
 """The ``efficient`` family: long-sequence attention.
 
-Members register themselves when imported here (DESIGN.md section 3).
+Members register themselves when imported here (DESIGN.md section 3). Groups: patterns,
+clustering, low-rank, kernel and attention-free (see docs/efficient/).
 """
+
+from attnzoo.efficient import (  # noqa: F401  (imports register the mechanisms)
+    aft,
+    bigbird,
+    fnet,
+    global_tokens,
+    linear,
+    linformer,
+    local,
+    longformer,
+    memory_efficient,
+    mixer,
+    nystrom,
+    performer,
+    reformer,
+    routing,
+    sinkhorn,
+    sparse_transformer,
+    strided,
+    synthesizer,
+)

@@ -138,13 +138,13 @@ def attention_reference(
         tensor([[[[0.5000, 0.5000],
                   [0.5000, 0.5000]]]])
     """
-    groups, scale, mask = _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
+    groups, scale, merged = _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     if groups > 1:
         k = k.repeat_interleave(groups, dim=-3)  # (B, nh, S, hd)
         v = v.repeat_interleave(groups, dim=-3)  # (B, nh, S, hd_v)
     scores = (q.to(compute) * scale) @ k.to(compute).transpose(-2, -1)  # (B, nh, L, S)
-    out, attn = pool(scores, v.to(compute), mask, dropout_p)
+    out, attn = pool(scores, v.to(compute), merged, dropout_p, padding=mask)
     out = out.to(q.dtype)  # (B, nh, L, hd_v)
     return (out, attn.to(q.dtype)) if need_weights else out
 
@@ -212,9 +212,12 @@ def attention(
     if is_causal and not sdpa_causal and not one_query_sees_all:
         tri = causal_mask(q_len, kv_len, alignment=causal_alignment, device=q.device)  # (L, S)
         merged = merge_masks(merged, tri)
-    keep = key_padding_keep(merged, v)
+    keep = key_padding_keep(mask, v)  # from the user's mask: causality hides the padding
     if keep is not None:
-        v = v.masked_fill(~keep, 0.0)  # padded keys cannot leak NaN into the output
+        # SDPA adds the mask to the scores (NaN + -inf = NaN), so padded keys and values are
+        # zeroed first: NaN or inf stored in padding cannot reach the output.
+        k = k.masked_fill(~keep, 0.0)
+        v = v.masked_fill(~keep, 0.0)
     return F.scaled_dot_product_attention(
         q,
         k,

@@ -17,6 +17,7 @@ __all__ = [
     "causal",
     "dilated",
     "document",
+    "fixed",
     "global_tokens",
     "prefix_lm",
     "sliding_window",
@@ -142,6 +143,45 @@ def strided(stride: int, *, causal: bool = False) -> MaskMod:
     """
     stride = check_positive_int("stride", stride)
     return or_masks(sliding_window(stride, causal=causal), dilated(stride, causal=causal))
+
+
+def fixed(block: int, num_summary: int = 8, *, causal: bool = False) -> MaskMod:
+    """Sparse Transformer fixed pattern: own block, plus the last ``num_summary`` of every block.
+
+    Query ``i`` sees ``j`` when ``i // block == j // block`` (the paper's ``A(1)``) or when
+    ``j mod block >= block - num_summary`` (``A(2)``, the summary columns). Child, Gray, Radford,
+    Sutskever, "Generating Long Sequences with Sparse Transformers", 2019,
+    https://arxiv.org/abs/1904.10509 (section 4.3; the paper uses ``block`` 128 and
+    ``num_summary`` in 8, 16, 32). As for :func:`strided`, this is the union of the two heads.
+
+    Args:
+        block: Block length ``l``.
+        num_summary: Summary positions ``c`` at the end of every block, ``0 <= c <= block``.
+        causal: Keep only keys ``j <= i``.
+
+    Returns:
+        A mask function.
+
+    Example:
+        >>> print(to_string(fixed(3, 1, causal=True), 7))
+        █······
+        ██·····
+        ███····
+        ··██···
+        ··███··
+        ··████·
+        ··█··██
+    """
+    block = check_positive_int("block", block)
+    num_summary = check_positive_int("num_summary", num_summary, minimum=0)
+    if num_summary > block:
+        raise ValueError(f"num_summary must be <= block ({block}), got {num_summary}")
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        keep = (q_idx // block == kv_idx // block) | (kv_idx % block >= block - num_summary)
+        return keep & (kv_idx <= q_idx) if causal else keep
+
+    return mask_mod
 
 
 def global_tokens(

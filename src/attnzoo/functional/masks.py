@@ -27,6 +27,7 @@ from attnzoo.functional.mask_basic import (
     causal,
     dilated,
     document,
+    fixed,
     global_tokens,
     prefix_lm,
     sliding_window,
@@ -50,6 +51,7 @@ __all__ = [
     "causal",
     "dilated",
     "document",
+    "fixed",
     "global_tokens",
     "longformer",
     "materialize",
@@ -73,4 +75,9 @@ MASK_FUNCTIONS: dict[str, Callable[..., MaskMod]] = {
     "bigbird": bigbird,
     "prefix_lm": prefix_lm,
     "document": document,
+    "fixed": fixed,
+    # the pattern mechanisms' registry names, as aliases
+    "local": sliding_window,
+    "global": global_tokens,
+    "sparse_transformer": fixed,
 }

@@ -27,16 +27,21 @@ KERNELS = ("gaussian", "box", "epanechnikov")
 
 
 def pool(
-    scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None, dropout_p: float
+    scores: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout_p: float,
+    padding: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchecked core of every attention: ``(dropout(safe_softmax(scores, mask)) @ values, w)``.
 
     ``mask`` must already be validated and merged. Values at keys that a key-padding mask removes
-    are zeroed first, so NaN stored there cannot reach the output. Returns the weights before
-    dropout.
+    are zeroed first, so NaN stored there cannot reach the output: pass the user's mask as
+    ``padding`` when ``mask`` also carries causality (the merge hides which keys are padding);
+    by default ``mask`` itself is inspected. Returns the weights before dropout.
     """
     attn = safe_softmax(scores, mask)
-    keep = key_padding_keep(mask, values)
+    keep = key_padding_keep(mask if padding is None else padding, values)
     if keep is not None:
         values = values.masked_fill(~keep, 0.0)
     dropped = F.dropout(attn, p=dropout_p) if dropout_p > 0 else attn
@@ -92,10 +97,11 @@ def attention_pooling(
         if scores.dim() < 3:
             raise ValueError(f"valid_lens needs scores (B, ..., L, S), got {tuple(scores.shape)}")
         mask = merge_masks(mask, lengths_to_mask(valid_lens.to(scores.device), scores.shape))
+    padding = mask
     if is_causal:
         tri = causal_mask(*scores.shape[-2:], device=scores.device)  # (L, S) bottom-right
         mask = merge_masks(mask, tri)
-    return pool(scores, values, mask, dropout_p)
+    return pool(scores, values, mask, dropout_p, padding)
 
 
 def _as_features(name: str, x: torch.Tensor, scalar: bool) -> torch.Tensor:

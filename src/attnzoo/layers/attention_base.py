@@ -240,15 +240,16 @@ class AttentionBase(nn.Module):
         Returns:
             ``(out (B, nh, L, hd_v), attn (B, nh, L, S))``.
         """
+        merged = mask
         if is_causal:
-            mask = merge_masks(mask, causal_mask(*scores.shape[-2:], device=scores.device))
-        out, attn = pool(scores, v, mask, self.dropout_p)
+            merged = merge_masks(mask, causal_mask(*scores.shape[-2:], device=scores.device))
+        out, attn = pool(scores, v, merged, self.dropout_p, padding=mask)
         return out, self.probe(attn)
 
     def finish(self, out: torch.Tensor, unbatched: bool) -> torch.Tensor:
         """``(B, nh, L, hd)`` heads -> ``out_proj`` -> dropout -> ``(B, L, C)`` (or ``(L, C)``)."""
-        batch, _, q_len, _ = out.shape
-        merged = out.transpose(1, 2).reshape(batch, q_len, -1)  # (B, L, nh * hd)
+        batch, heads, q_len, width = out.shape
+        merged = out.transpose(1, 2).reshape(batch, q_len, heads * width)  # (B, L, nh * hd)
         y = self.proj_drop(self.out_proj(merged))
         return y.squeeze(0) if unbatched else y
 

@@ -133,8 +133,9 @@ class RelativePositionEmbedding(nn.Module):
         ) * scale  # (B, nh, L, S)
         if mask is not None:
             check_mask(mask, scores.shape, scores.dtype)
+        merged = mask
         if is_causal:
-            mask = merge_masks(mask, causal_mask(*scores.shape[-2:], device=q.device))
-        out, attn = pool(scores, v, mask, dropout_p)
+            merged = merge_masks(mask, causal_mask(*scores.shape[-2:], device=q.device))
+        out, attn = pool(scores, v, merged, dropout_p, padding=mask)
         out = out + self.value_bias(attn)
         return (out, attn) if need_weights else out

@@ -1,0 +1,140 @@
+"""Base class of the pattern mechanisms and their global-token options.
+
+:class:`PatternAttention` gives every pattern mechanism the same dispatch: the dense reference
+(``attention_reference`` with the materialised mask function) while weights are recorded or
+for masks that are not key-padding masks, otherwise the mechanism's block fast path
+(:mod:`attnzoo.efficient._blocks`), with a one-entry cache of the block plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from attnzoo._checks import check_positive_int, type_name
+from attnzoo.functional.attention import attention_reference
+from attnzoo.functional.mask_ops import MaskMod, materialize
+from attnzoo.functional.softmax import merge_masks
+from attnzoo.layers.attention_base import AttentionBase
+
+__all__ = ["PatternAttention", "global_options", "global_positions"]
+
+
+def global_options(
+    global_tokens: Sequence[int] | None, num_global: int | None
+) -> tuple[tuple[int, ...] | None, int | None]:
+    """Validated ``(global_tokens, num_global)``: at most one; neither means ``num_global=1``."""
+    if global_tokens is not None and num_global is not None:
+        raise ValueError(
+            f"give global_tokens or num_global, not both; got global_tokens={global_tokens!r} "
+            f"and num_global={num_global!r}"
+        )
+    if global_tokens is None:
+        return None, check_positive_int(
+            "num_global", 1 if num_global is None else num_global, minimum=0
+        )
+    if isinstance(global_tokens, torch.Tensor):
+        global_tokens = global_tokens.flatten().tolist()  # (G,) as a list
+    if isinstance(global_tokens, str | bytes) or not isinstance(global_tokens, Sequence):
+        raise TypeError(f"global_tokens must be a sequence of ints, got {type_name(global_tokens)}")
+    for index in global_tokens:
+        check_positive_int("global_tokens entries", index, minimum=0)
+    return tuple(sorted(set(global_tokens))), None
+
+
+def global_positions(
+    global_tokens: tuple[int, ...] | None, num_global: int | None, length: int, device
+) -> torch.Tensor:
+    """Sorted global positions below ``length`` as a ``(G,)`` long tensor."""
+    if global_tokens is None:
+        return torch.arange(min(num_global or 0, length), device=device)
+    return torch.tensor([i for i in global_tokens if i < length], dtype=torch.long, device=device)
+
+
+class PatternAttention(AttentionBase):
+    """Base of the pattern mechanisms: reference path, dispatch and a one-entry plan cache.
+
+    Subclasses define :meth:`pattern` (the mask function for given lengths) and :meth:`fast`
+    (the block path for an optional ``(B, S)`` key-padding mask). ``forward`` takes the fast
+    path unless the probe is recording (weights are then built densely and recorded), a mask
+    other than a boolean key-padding mask is given (it is already ``L x S``), a size is 0, or
+    the attribute ``fast_path`` is set to False.
+    """
+
+    supports_cross = False
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int = 8,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__(
+            dim,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+        )
+        self.fast_path = True
+        self._cache: tuple[tuple, object] | None = None
+
+    def pattern(self, q_len: int, kv_len: int) -> MaskMod:  # pragma: no cover - abstract
+        """The mask function of this mechanism for these lengths."""
+        raise NotImplementedError
+
+    def fast(self, q, k, v, key_padding, is_causal):  # pragma: no cover - abstract
+        """Block path: ``(B, nh, L, hd)`` from projected ``q, k, v``."""
+        raise NotImplementedError
+
+    def cached(self, key: tuple, build: Callable[[], object]) -> object:
+        """``build()`` memoised for the last ``key`` (lengths, causality, device, dtype).
+
+        The options (``extra_repr``) are part of the key, so changing e.g. ``window`` on a
+        module invalidates its plan.
+        """
+        key = (self.extra_repr(), *key)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, build())
+        return self._cache[1]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        x, context, unbatched = self.check_inputs(x, context, is_causal)
+        q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
+        batch, _, q_len, _ = q.shape
+        kv_len = k.shape[2]
+        mask = self.check_mask(mask, batch, q_len, kv_len, q.dtype)
+        padding = None
+        if mask is not None and mask.dtype == torch.bool and mask.shape[1:3] == (1, 1):
+            padding = mask[:, 0, 0, :].expand(batch, kv_len)  # (B, S)
+            real = padding[:, None, :, None]  # (B, 1, S, 1)
+            k, v = k.masked_fill(~real, 0.0), v.masked_fill(~real, 0.0)  # NaN there cannot leak
+        dense = mask is not None and padding is None
+        if self.probe.recording or dense or not self.fast_path or 0 in (batch, q_len, kv_len):
+            pattern = materialize(self.pattern(q_len, kv_len), q_len, kv_len, device=q.device)
+            out, attn = attention_reference(
+                q,
+                k,
+                v,
+                mask=merge_masks(mask, pattern),
+                is_causal=is_causal,
+                dropout_p=self.dropout_p,
+                need_weights=True,
+            )
+            self.probe(attn)
+        else:
+            out = self.fast(q, k, v, padding, is_causal)
+        return self.finish(out.to(q.dtype), unbatched)

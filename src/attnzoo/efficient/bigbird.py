@@ -1,0 +1,200 @@
+"""BigBird attention: block window + global blocks + seeded random blocks."""
+
+from __future__ import annotations
+
+import torch
+
+from attnzoo._checks import check_positive_int
+from attnzoo.efficient._blocks import band_attention, band_plan, dense_rows, pattern_keep
+from attnzoo.efficient._pattern import PatternAttention
+from attnzoo.functional.attention import attention
+from attnzoo.functional.mask_ops import MaskMod
+from attnzoo.functional.mask_sparse import bigbird
+from attnzoo.registry import EFFICIENT, Paper
+
+__all__ = ["BigBirdAttention"]
+
+
+@EFFICIENT.register(
+    "bigbird",
+    paper=Paper(
+        title="Big Bird: Transformers for Longer Sequences",
+        authors="Zaheer, Guruganesh, Dubey, Ainslie, Alberti, Ontanon, Pham, Ravula, Wang, "
+        "Yang, Ahmed",
+        year=2020,
+        url="https://arxiv.org/abs/2007.14062",
+    ),
+    tags=("pattern", "local", "global", "random", "self"),
+    complexity="O(L (w + g + r) b d)",
+)
+class BigBirdAttention(PatternAttention):
+    """BigBird-ITC block-sparse self-attention: window, global and random blocks.
+
+    Zaheer et al., "Big Bird: Transformers for Longer Sequences", 2020,
+    https://arxiv.org/abs/2007.14062. The sequence is cut into blocks of ``block_size``; query
+    block ``r`` attends the ``num_window_blocks`` blocks centred on it, the
+    ``num_global_blocks`` global blocks (first and last, then alternately), and
+    ``num_random_blocks`` random blocks drawn with ``torch.Generator().manual_seed(seed)`` from
+    the remaining ones; global blocks attend everything. Defined by
+    ``attnzoo.masks.bigbird(block_size, q_len=L, ...)``, and equal to dense attention with that
+    mask materialised (merged with the call's padding mask).
+
+    Fast path: every query block attends its window blocks (an ``unfold`` view of the keys) plus
+    its global and random blocks, gathered by index; global query blocks attend all keys
+    densely. Time ``O(L (w + g + r) b d)``, memory ``O(L (w + g + r) b)``; no ``L x L`` tensor.
+
+    Lengths: any ``L``. A last partial block is a block like the others (the mask function
+    decides, the fast path pads internally and equals the reference exactly). Short sequences:
+    when every block row of the pattern is full — with the defaults for ``L <= 7 * block_size``
+    (7 blocks or fewer), including every ``L <= block_size`` — the layer *is* dense attention
+    and runs through SDPA.
+
+    Can: padding masks ``(B, L)``. Cannot: causality (the random and global blocks are
+    bidirectional, as in the paper's encoder; use ``local`` or ``longformer``), cross-attention
+    (both raise ``NotImplementedError``). Per-query or float masks and weight recording take the
+    dense reference path. The random draw depends on ``L`` (one table per length) and on
+    ``seed``, never on the data or the global RNG.
+
+    Defaults and deviations: the paper's base configuration, ``block_size=64``, 3 window, 2
+    global and 3 random blocks. The reference implementation draws different random blocks per
+    head and per layer; here all heads share the draw of ``seed`` (give each layer its own
+    ``seed``).
+
+    Args:
+        dim: Model width ``C``.
+        num_heads: Heads ``nh``.
+        head_dim: Per-head width, default ``dim // num_heads``.
+        qkv_bias: Bias in ``q_proj``, ``k_proj``, ``v_proj``.
+        attn_drop: Dropout on the attention weights (training only).
+        proj_drop: Dropout after ``out_proj`` (training only).
+        block_size: Tokens per block.
+        num_window_blocks: Odd number of blocks in the sliding block window.
+        num_global_blocks: Global blocks (front and back alternately).
+        num_random_blocks: Random key blocks per query block.
+        seed: Seed of the random-block draw.
+
+    Shape:
+        - x: ``(B, L, C)`` or ``(L, C)``; mask: ``(B, L)`` padding
+        - output: ``(B, L, C)``
+
+    Example:
+        >>> attn = attnzoo.create("bigbird", 64, num_heads=4, block_size=8)
+        >>> attn(torch.randn(2, 100, 64)).shape
+        torch.Size([2, 100, 64])
+    """
+
+    supports_causal = False
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int = 8,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        block_size: int = 64,
+        num_window_blocks: int = 3,
+        num_global_blocks: int = 2,
+        num_random_blocks: int = 3,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            dim,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+        )
+        self.block_size = check_positive_int("block_size", block_size)
+        self.num_window_blocks = check_positive_int("num_window_blocks", num_window_blocks)
+        if num_window_blocks % 2 == 0:
+            raise ValueError(
+                f"num_window_blocks must be odd (centred window), got {num_window_blocks}"
+            )
+        self.num_global_blocks = check_positive_int(
+            "num_global_blocks", num_global_blocks, minimum=0
+        )
+        self.num_random_blocks = check_positive_int(
+            "num_random_blocks", num_random_blocks, minimum=0
+        )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+        self.seed = seed
+
+    def pattern(self, q_len: int, kv_len: int) -> MaskMod:
+        """``attnzoo.masks.bigbird(block_size, q_len=q_len, ...)`` (one random draw per length)."""
+        return bigbird(
+            self.block_size,
+            q_len=q_len,
+            num_window_blocks=self.num_window_blocks,
+            num_global_blocks=self.num_global_blocks,
+            num_random_blocks=self.num_random_blocks,
+            seed=self.seed,
+        )
+
+    def _plan(self, length: int, dtype: torch.dtype, device: torch.device):
+        """``(keep_fn, band plan or None when the pattern is dense, global query rows)``."""
+        bs = self.block_size
+        keep_fn = pattern_keep(self.pattern(length, length), length, length, False)
+        starts = torch.arange(0, length, bs, device=device)  # (nb,) first position of each block
+        table = keep_fn(starts.unsqueeze(-1), starts)  # (nb, nb) block table
+        if bool(table.all()):
+            return keep_fn, None, None
+        full = table.all(-1)  # (nb,) global query blocks
+        rows = (starts[full].unsqueeze(-1) + torch.arange(bs, device=device)).flatten()  # (G,)
+        rows = rows[rows < length]
+        half = self.num_window_blocks // 2
+        blocks = torch.arange(table.shape[0], device=device)
+        outside = table & ((blocks.unsqueeze(-1) - blocks).abs() > half) & ~full.unsqueeze(-1)
+        count = int(outside.sum(-1).max())
+        order = torch.sort(outside.int(), dim=-1, descending=True, stable=True)
+        chosen = order.indices[:, :count]  # (nb, count) extra key blocks, valid ones first
+        valid = order.values[:, :count].bool()
+        extra = chosen.unsqueeze(-1) * bs + torch.arange(bs, device=device)  # (nb, count, bs)
+        extra = extra.masked_fill(~valid.unsqueeze(-1), -1).flatten(1)  # (nb, count * bs)
+        plan = band_plan(
+            keep_fn,
+            length,
+            length,
+            block=bs,
+            before=half * bs,
+            after=half * bs,
+            dtype=dtype,
+            device=device,
+            extra=extra.unsqueeze(0) if count else None,  # (1, nb, E)
+        )
+        return keep_fn, plan, rows
+
+    def fast(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_padding: torch.Tensor | None,
+        is_causal: bool,
+    ) -> torch.Tensor:
+        length = q.shape[2]
+        keep_fn, plan, rows = self.cached(
+            (length, q.device, q.dtype), lambda: self._plan(length, q.dtype, q.device)
+        )
+        if plan is None:  # every block sees every block: dense attention
+            mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, S)
+            return attention(q, k, v, mask=mask, dropout_p=self.dropout_p)
+        out = band_attention(q, k, v, plan, key_padding=key_padding, dropout_p=self.dropout_p)
+        if rows.numel():
+            full = dense_rows(
+                q, k, v, rows, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
+            )
+            out = out.index_copy(2, rows, full)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, block_size={self.block_size}, "
+            f"num_window_blocks={self.num_window_blocks}, "
+            f"num_global_blocks={self.num_global_blocks}, "
+            f"num_random_blocks={self.num_random_blocks}, seed={self.seed}"
+        )

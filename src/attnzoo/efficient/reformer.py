@@ -1,0 +1,268 @@
+"""Reformer LSH attention (Kitaev, Kaiser, Levskaya 2020): shared-QK attention in hash buckets."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from attnzoo._checks import check_positive_int
+from attnzoo.efficient._clustering import (
+    attend_groups,
+    bucket_layout,
+    compute_dtype,
+    dense_weights,
+    gather_rows,
+    look_back,
+    merge_slots,
+)
+from attnzoo.layers.attention_base import AttentionBase
+from attnzoo.registry import EFFICIENT, Paper
+
+__all__ = ["ReformerAttention", "bucket_factors", "num_buckets"]
+
+# The paper's m_{i,i} = 10^5: subtracted from a token's score with itself, so that it attends to
+# itself only when nothing else is visible (exp(-1e5) is exactly 0 in float32 and float64).
+SELF_PENALTY = 1e5
+
+
+def num_buckets(length: int, bucket_size: int) -> int:
+    """Buckets for ``length`` tokens: ``ceil(L / bucket_size)``, rounded up to even when > 1.
+
+    Angular LSH hashes to ``argmax([xR; -xR])``, so more than one bucket needs an even count.
+    """
+    count = -(-length // bucket_size)
+    return count + count % 2 if count > 1 else 1
+
+
+def bucket_factors(count: int) -> tuple[int, ...]:
+    """Hash factors as in the official trax code: one hash up to 128 buckets, else two.
+
+    Above 128 buckets trax hashes twice into ``f1 = 2^ceil(log2(sqrt(n)))`` and
+    ``f2 = 2 * (n // (2 f1))`` buckets (``f1 * f2 <= n`` buckets in all), so the random rotation
+    has ``(f1 + f2) / 2`` columns instead of ``n / 2`` and hashing stays linear in ``L``.
+    """
+    if count <= 128:
+        return (count,)
+    first = 2 ** math.ceil(math.log2(math.sqrt(count)))
+    return (first, 2 * (count // (2 * first)))
+
+
+@EFFICIENT.register(
+    "reformer",
+    paper=Paper(
+        title="Reformer: The Efficient Transformer",
+        authors="Kitaev, Kaiser, Levskaya",
+        year=2020,
+        url="https://arxiv.org/abs/2001.04451",
+    ),
+    tags=("clustering", "lsh", "shared_qk", "self"),
+    complexity="O(n_hashes L bucket_size d) time and memory",
+)
+class ReformerAttention(AttentionBase):
+    """Reformer LSH self-attention: shared-QK attention inside angular-LSH buckets.
+
+    Kitaev, Kaiser, Levskaya, "Reformer: The Efficient Transformer", 2020,
+    https://arxiv.org/abs/2001.04451. Queries and keys share one projection (``q_proj``; there
+    is no ``k_proj``) and keys are length-normalised, ``k_j = q_j / |q_j|``. Each of
+    ``n_hashes`` rounds hashes ``h(x) = argmax([xR; -xR])`` with a random rotation ``R``, sorts
+    the tokens by (bucket, position), cuts the sorted sequence into chunks of ``bucket_size``
+    and lets each query attend to the keys of its own bucket in its chunk and the chunk before.
+    A token attends to itself only when nothing else is visible (its score with itself is
+    lowered by the paper's ``10^5``). The rounds are merged with their softmax normalisers::
+
+        o_i = sum_r exp(z_i^r - logsumexp_r' z_i^r') o_i^r,   o_i^r = softmax_j(q_i . k_j) v_j
+
+    which is one softmax over everything ``i`` saw in any round. Complexity
+    ``O(n_hashes L bucket_size d)`` time and memory; no ``L x L`` tensor.
+
+    Defaults and deviations from the paper and the official trax ``LSHSelfAttention``:
+
+    - ``bucket_size=64``: ``ceil(L / bucket_size)`` buckets (even; one bucket when
+      ``bucket_size >= L``), chunks of ``bucket_size`` tokens (of ``L`` when ``L <= bucket_size``).
+      Trax's default (``chunk_len=128``, ``2 L / 128`` buckets) has the same mean bucket size.
+      Above 128 buckets the hash is factorised in two as in trax (:func:`bucket_factors`).
+    - ``n_hashes=1`` as trax's layer default (its enwik8 config uses 2; the paper shows error
+      falling up to 8 rounds). Pairs seen in several rounds count several times, as in trax
+      (the paper's ``- log N_ij`` de-duplication is not applied).
+    - Keys from other buckets are masked inside the window, as in the paper's
+      ``P_i = {j : h(q_i) = h(k_j)}`` (trax attends across buckets in the window), and every
+      bucket starts a new chunk (its members are padded to whole chunks). A token's visible
+      set then depends only on earlier members of its own bucket, so ``is_causal=True`` is
+      strictly causal; in trax's packed layout future tokens move the chunk boundaries of the
+      past. Lengths need not be multiples of ``bucket_size``.
+    - Random rotations: fresh ones on every forward pass in training (trax draws new ones on
+      every call); in ``eval()`` fixed ones drawn from ``torch.Generator().manual_seed(seed)``,
+      so evaluation is deterministic. Rotations are per head, shared across the batch.
+    - Padding tokens (``mask`` False) are left out of every bucket (trax gives them an extra
+      bucket): they are never attended and their own outputs are zero.
+    - Scores ``q_i . k_j`` with unit keys (trax), i.e. scaled dot-product attention with keys
+      rescaled to norm ``sqrt(hd)``; scores are float32 for half inputs.
+    - While an ``AttentionProbe`` records, the dense-equivalent ``(B, nh, L, L)`` weights go
+      through ``probe`` and the output is computed from them.
+
+    Self-attention only (shared QK); masks: ``(B, L)`` boolean padding masks only.
+
+    Args:
+        dim: Model width ``C``.
+        num_heads: Heads ``nh``.
+        head_dim: Per-head width, default ``dim // num_heads``.
+        qkv_bias: Bias in ``q_proj`` and ``v_proj``.
+        attn_drop: Dropout on the attention weights (training only).
+        proj_drop: Dropout after ``out_proj`` (training only).
+        bucket_size: Mean bucket size and chunk length ``m``.
+        n_hashes: Hashing rounds.
+        seed: Seed of the fixed rotations used in ``eval()``.
+
+    Shape:
+        - x: ``(B, L, C)`` or unbatched ``(L, C)``; mask: ``(B, L)`` bool, True = real token
+        - output: ``(B, L, C)``
+
+    Example:
+        >>> attn = attnzoo.create("reformer", 64, num_heads=4, bucket_size=8, n_hashes=2)
+        >>> attn(torch.randn(2, 50, 64), is_causal=True).shape
+        torch.Size([2, 50, 64])
+    """
+
+    supports_mask = True
+    supports_causal = True
+    supports_cross = False
+    fixed_length = False
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_heads: int = 8,
+        head_dim: int | None = None,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        bucket_size: int = 64,
+        n_hashes: int = 1,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            dim,
+            num_heads=num_heads,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=proj_drop,
+        )
+        del self.k_proj  # shared QK: keys are the normalised queries
+        self.bucket_size = check_positive_int("bucket_size", bucket_size)
+        self.n_hashes = check_positive_int("n_hashes", n_hashes)
+        self.seed = check_positive_int("seed", seed, minimum=0)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, bucket_size={self.bucket_size}, "
+            f"n_hashes={self.n_hashes}, seed={self.seed}"
+        )
+
+    def rotations(self, columns: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Random rotations ``(nh, hd, n_hashes, columns)``: fresh in training, seeded in eval."""
+        shape = (self.num_heads, self.head_dim, self.n_hashes, columns)
+        if self.training:
+            return torch.randn(shape, device=device, dtype=dtype)
+        generator = torch.Generator().manual_seed(self.seed)
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+    def hash_buckets(self, q: torch.Tensor, count: int) -> tuple[torch.Tensor, int]:
+        """Angular-LSH buckets ``(B, nh, n_hashes, L)`` of ``q`` and the number of buckets."""
+        batch, heads, length, _ = q.shape
+        if count == 1:
+            zeros = torch.zeros(batch, heads, self.n_hashes, length, dtype=torch.long)
+            return zeros.to(q.device), 1
+        factors = bucket_factors(count)
+        rotation = self.rotations(sum(f // 2 for f in factors), q.device, q.dtype)
+        rotated = torch.einsum("bhld,hdrc->bhrlc", q, rotation)  # (B, nh, R, L, cols)
+        buckets, start, scale = 0, 0, 1
+        for factor in factors:  # one or two factors
+            part = rotated[..., start : start + factor // 2]
+            high, high_index = part.max(dim=-1)
+            low, low_index = part.min(dim=-1)
+            # argmax over [xR; -xR] without building the concatenation
+            buckets = buckets + scale * torch.where(
+                high >= -low, high_index, low_index + factor // 2
+            )
+            start, scale = start + factor // 2, scale * factor
+        return buckets, scale
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
+        x, context, unbatched = self.check_inputs(x, context, is_causal)
+        batch, length, _ = x.shape
+        real = self.padding_mask(mask, batch, length, length, x.dtype)  # (B, L) or None
+        heads, width = self.num_heads, self.head_dim
+        q = self.q_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
+        v = self.v_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
+        out = self._attend(
+            q.to(compute_dtype(q.dtype)), v.to(compute_dtype(v.dtype)), real, is_causal
+        )
+        return self.finish(out.to(x.dtype), unbatched)
+
+    def _attend(
+        self, q: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None, is_causal: bool
+    ) -> torch.Tensor:
+        batch, heads, length, width = q.shape
+        if real is not None:  # padding never enters: not even NaN stored there
+            q = q.masked_fill(~real[:, None, :, None], 0.0)
+            v = v.masked_fill(~real[:, None, :, None], 0.0)
+        chunk = min(self.bucket_size, length)
+        with torch.no_grad():
+            buckets, count = self.hash_buckets(q, num_buckets(length, self.bucket_size))
+        if real is not None:
+            buckets = buckets.masked_fill(~real[:, None, None, :], -1)  # padding: no bucket
+        slot_token, slot_bucket = bucket_layout(buckets, chunk, count)  # (B, nh, R, T)
+        rounds, total = slot_token.shape[2:]
+        # distinct bucket ids per round, so that the look-back never mixes two rounds
+        offsets = count * torch.arange(rounds, device=q.device).view(rounds, 1)  # (R, 1)
+        slot_bucket = torch.where(slot_bucket >= 0, slot_bucket + offsets, -1)
+        groups = rounds * total // chunk
+        # empty slots point at an extra all-zero token L: zero keys and values, dropped at the end
+        token = slot_token.masked_fill(slot_token < 0, length)
+        token = token.reshape(batch, heads, groups, chunk)  # (B, nh, G, m)
+        bucket = slot_bucket.reshape(batch, heads, groups, chunk)[..., 0]  # (B, nh, G)
+        filled = token < length  # a chunk holds one bucket, filled slots first
+        inside = token.clamp_max(length - 1)  # empty slots are masked or dropped anyway
+        sq = gather_rows(q, inside)  # (B, nh, G, m, hd)
+        k_token, k_filled, k_inside = token, filled, inside
+        if total > chunk:  # a bucket's later chunks also see its previous chunk, which is full
+            previous = (bucket.roll(1, dims=2) == bucket) & (bucket >= 0)
+            previous[:, :, 0] = False
+            k_token = look_back(token, 2, 3)  # (B, nh, G, 2m)
+            k_inside = look_back(inside, 2, 3)  # (B, nh, G, 2m)
+            k_filled = torch.cat([previous.unsqueeze(-1).expand_as(filled), filled], dim=-1)
+        sk = gather_rows(F.normalize(q, dim=-1), k_inside)  # (B, nh, G, K, hd)
+        sv = gather_rows(F.pad(v, (0, 0, 0, 1)), k_token)  # zero values in empty slots
+        scores = sq @ sk.transpose(-2, -1)  # (B, nh, G, m, K)
+        # each query's own key sits on the diagonal of the own-chunk half
+        width_k = scores.shape[-1]
+        scores[..., width_k - chunk :].diagonal(dim1=-2, dim2=-1).sub_(SELF_PENALTY)
+        keep = [k_filled.unsqueeze(-2)]
+        if is_causal:  # slots follow positions inside a bucket: causal is a fixed pattern
+            pattern = torch.ones(chunk, width_k, dtype=torch.bool, device=q.device)
+            keep.append(pattern.tril(width_k - chunk))
+        out, attn, lse = attend_groups(scores, sv, keep, self.dropout_p)
+        slots = groups * chunk
+        merged, weights = merge_slots(
+            out.view(batch, heads, slots, width),  # (B, nh, N, hd)
+            lse.view(batch, heads, slots),  # (B, nh, N)
+            token.view(batch, heads, slots),  # (B, nh, N)
+            length + 1,
+            single=rounds == 1,
+        )
+        if not self.probe.recording:
+            return merged[:, :, :length]
+        dense = dense_weights(attn, weights.view_as(token), token, k_token, length + 1, length + 1)
+        dense = self.probe(dense[:, :, :length, :length])  # (B, nh, L, L)
+        return F.dropout(dense, p=self.dropout_p) @ v if self.dropout_p > 0 else dense @ v
