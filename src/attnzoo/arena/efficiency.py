@@ -5,8 +5,11 @@ process so that allocator caches and peak-memory counters start clean:
 
 - time: median of ``repeats`` calls after ``warmup`` calls (forward under ``torch.no_grad()`` in
   ``eval()``; with ``backward`` forward + backward in ``train()`` mode);
-- memory: peak resident memory of the first call above the resident memory just before it
-  (CPU: ``VmHWM`` reset through ``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``).
+- memory, in a second fresh process: peak resident memory of one call (after a warm-up call
+  that compiles and fills caches) above the resident memory just before it. CPU: ``VmHWM``
+  reset through ``/proc/self/clear_refs``, with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed so
+  that freed tensors are returned to the system and the peak is that of live tensors, not of
+  the allocator's history; CUDA: ``max_memory_allocated``.
 
 Besides registry names, ``torch_mha`` benchmarks ``torch.nn.MultiheadAttention`` (batch-first,
 ``need_weights=False``, which takes PyTorch's fused fast path in eval) as the baseline, and
@@ -160,6 +163,9 @@ def _flex_local(dim: int, heads: int, *, causal: bool, window: int = 256):
 
 
 def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this (fresh) process: ``mode`` is ``"memory"`` or ``"time"``."""
+    import gc
+
     import torch
 
     torch.set_num_threads(cfg["threads"])
@@ -183,17 +189,20 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
     module.train(cfg["backward"])
     if cfg["backward"]:
         x.requires_grad_(True)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-    else:
-        before = _status_kb("VmRSS") * 1024
-        have_reset = _reset_peak()
-    once()
-    if cuda:
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        peak = _status_kb("VmHWM") * 1024 - before if have_reset else float("nan")
+    once()  # warm-up: compilation, plan caches, lazy buffers
+    if cfg["mode"] == "memory":
+        gc.collect()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            once()
+            peak = torch.cuda.max_memory_allocated() - before
+        else:
+            before = _status_kb("VmRSS") * 1024
+            have_reset = _reset_peak()
+            once()
+            peak = _status_kb("VmHWM") * 1024 - before if have_reset else float("nan")
+        return {"peak_mb": max(peak, 0) / 2**20}
     for _ in range(max(cfg["warmup"] - 1, 0)):
         once()
     times = []
@@ -201,28 +210,42 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         once()
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "peak_mb": max(peak, 0) / 2**20}
+    return {"seconds": statistics.median(times)}
 
 
-def _measure(config: SpeedConfig, name: str, length: int) -> SpeedResult:
-    cfg = {**asdict(config), "name": name, "length": length}
-    cfg["options"] = config.options.get(name, {})
-    env = {**os.environ, "OMP_NUM_THREADS": str(config.threads)}
+def _run_worker(config: SpeedConfig, cfg: dict[str, Any], env: dict[str, str]):
+    """Run one worker subprocess; returns its JSON result or an error string."""
     command = [sys.executable, "-m", "attnzoo.arena.efficiency", json.dumps(cfg)]
     try:
         proc = subprocess.run(
             command, capture_output=True, text=True, timeout=config.timeout, env=env, check=False
         )
     except subprocess.TimeoutExpired:
-        return SpeedResult(name, length, None, None, f"timeout after {config.timeout:g} s")
+        return f"timeout after {config.timeout:g} s"
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
-        reason = lines[-1] if lines else f"exit code {proc.returncode}"
         if proc.returncode < 0:
-            reason = f"killed by signal {-proc.returncode} (out of memory?)"
-        return SpeedResult(name, length, None, None, reason)
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return SpeedResult(name, length, data["seconds"], data["peak_mb"])
+            return f"killed by signal {-proc.returncode} (out of memory?)"
+        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
+        return lines[-1] if lines else f"exit code {proc.returncode}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _measure(config: SpeedConfig, name: str, length: int) -> SpeedResult:
+    cfg = {**asdict(config), "name": name, "length": length}
+    cfg["options"] = config.options.get(name, {})
+    env = {**os.environ, "OMP_NUM_THREADS": str(config.threads)}
+    # Memory: a fixed glibc mmap threshold makes every large tensor its own mapping, returned
+    # on free, so resident memory tracks live tensors instead of the allocator's history. It
+    # slows allocation (page faults), so time is measured in another process without it.
+    memory = _run_worker(
+        config, {**cfg, "mode": "memory"}, {**env, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    )
+    if isinstance(memory, str):
+        return SpeedResult(name, length, None, None, memory)
+    timing = _run_worker(config, {**cfg, "mode": "time"}, env)
+    if isinstance(timing, str):
+        return SpeedResult(name, length, None, memory["peak_mb"], timing)
+    return SpeedResult(name, length, timing["seconds"], memory["peak_mb"])
 
 
 def run_speed(config: SpeedConfig, progress=None) -> list[SpeedResult]:
