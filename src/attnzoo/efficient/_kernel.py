@@ -12,9 +12,16 @@ per-chunk states ``phi(K_c)^T [V_c, 1]`` — a handful of large tensor ops, no P
 ``L x S`` tensor. The state after the last key is what a :class:`RecurrentState` carries between
 calls, so token-by-token (RNN-mode) decoding equals one causal call.
 
+The non-causal form streams: keys are projected, mapped and summed into the state block by
+block (``block_size`` tokens), then queries are projected, mapped, normalised and sent through
+``out_proj`` block by block, so every temporary is a small, cache-resident ``(B, Lb, nh, m)``
+block in the projection's own ``(B, L, nh, hd)`` layout (no transposing copies, no
+``(B, nh, L, m)`` feature tensor, whose fresh pages alone cost as much as the maths).
+
 :class:`KernelAttentionBase` is the module both mechanisms subclass; they only define their
-feature maps. The feature-map helpers of Performer (orthogonal random features, positive softmax
-features, ReLU features) live here too.
+feature maps. The feature maps themselves (``elu + 1``, and Performer's orthogonal random
+features, positive softmax features and ReLU features) live in ``_kernel_features`` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -25,6 +32,12 @@ import torch
 import torch.nn.functional as F
 
 from attnzoo._checks import check_positive_int, type_name
+from attnzoo.efficient._kernel_features import (
+    elu_features,
+    orthogonal_gaussian,
+    relu_kernel_features,
+    softmax_kernel_features,
+)
 from attnzoo.layers.attention_base import AttentionBase
 
 __all__ = [
@@ -33,8 +46,8 @@ __all__ = [
     "elu_features",
     "kernel_attention",
     "kernel_weights",
+    "mask_keys",
     "orthogonal_gaussian",
-    "prepare_keys",
     "relu_kernel_features",
     "softmax_kernel_features",
 ]
@@ -42,116 +55,38 @@ __all__ = [
 HALF = (torch.float16, torch.bfloat16)
 
 
-# ----------------------------------------------------------------------------- feature maps
-def elu_features(x: torch.Tensor) -> torch.Tensor:
-    """``phi(x) = elu(x) + 1`` (Katharopoulos et al. 2020): positive, ``exp(x)`` for ``x < 0``."""
-    return F.elu(x) + 1.0
-
-
-def orthogonal_gaussian(
-    nb_features: int,
-    dim: int,
-    *,
-    scaling: int = 0,
-    device: torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """``(nb_features, dim)`` block-orthogonal Gaussian projection of FAVOR+ (global RNG).
-
-    Rows come in blocks of ``dim`` mutually orthogonal unit vectors (QR of Gaussian matrices);
-    each row is then scaled by the norm of an independent ``N(0, I_dim)`` vector
-    (``scaling=0``: every row is marginally ``N(0, I)``, so the estimator stays unbiased) or by
-    ``sqrt(dim)`` (``scaling=1``).
-    """
-    blocks = math.ceil(nb_features / dim)
-    gauss = torch.randn(blocks, dim, dim, dtype=torch.float64)
-    q, r = torch.linalg.qr(gauss)  # (blocks, dim, dim), orthonormal columns
-    # sign-correct so that Q is Haar-distributed (LAPACK's R has diagonal entries of either sign,
-    # which skews every column of Q and biases the estimator; the official code skips this)
-    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
-    rows = q.transpose(-2, -1).reshape(blocks * dim, dim)[:nb_features]  # (m, dim)
-    if scaling == 0:
-        norms = torch.randn(nb_features, dim, dtype=torch.float64).norm(dim=1)
-    elif scaling == 1:
-        norms = torch.full((nb_features,), math.sqrt(dim), dtype=torch.float64)
-    else:
-        raise ValueError(f"scaling must be 0 (chi norms) or 1 (sqrt(dim)), got {scaling!r}")
-    return (norms[:, None] * rows).to(device=device, dtype=dtype)
-
-
-def softmax_kernel_features(
-    x: torch.Tensor,
-    projection: torch.Tensor,
-    *,
-    shift: torch.Tensor | float | None = None,
-    normalise_rows: bool = False,
-) -> torch.Tensor:
-    """Positive random features of the softmax kernel (FAVOR+, Choromanski et al. 2021).
-
-    ``phi(x) = exp(w^T x' - |x'|^2 / 2 - shift) / sqrt(m)`` with ``x' = x / hd^(1/4)``, so that
-    ``E_w[phi(q)^T phi(k)] = exp(q^T k / sqrt(hd)) * exp(-shift_q - shift_k)``: without a shift
-    the estimator is unbiased. Every feature is strictly positive (``exp``).
-
-    Args:
-        x: ``(..., n, hd)``.
-        projection: ``(m, hd)`` random features ``w``.
-        shift: Subtracted from the exponent (stabiliser); a tensor broadcastable to
-            ``(..., n, 1)``, a float, or None (0).
-        normalise_rows: Instead of ``shift``, divide each row by its own sum (a softmax over
-            the features: no overflow, largest feature ``>= 1/m``). A per-row factor cancels in
-            that row's normalisation, so use it for queries.
-
-    Returns:
-        ``(..., n, m)`` features.
-    """
-    hd, m = x.shape[-1], projection.shape[0]
-    w = projection * hd**-0.25  # w^T x' = (w / hd^(1/4))^T x
-    if normalise_rows:  # the |x'|^2 / 2 term is constant per row: it cancels too
-        return torch.softmax(x @ w.transpose(0, 1), dim=-1)
-    offset = 0.5 * hd**-0.5 * x.square().sum(-1, keepdim=True) + 0.5 * math.log(m)
-    if shift is not None:
-        offset = offset + shift
-    # [x, -offset] @ [w, 1]^T = w^T x' - offset: the matmul does the subtraction, exp runs in
-    # place, so the O(n m) tensor is written once and rewritten once
-    x_aug = torch.cat([x, -offset.expand(*x.shape[:-1], 1)], dim=-1)  # (..., n, hd + 1)
-    w_aug = torch.cat([w, w.new_ones(m, 1)], dim=-1)  # (m, hd + 1)
-    return (x_aug @ w_aug.transpose(0, 1)).exp_()
-
-
-def relu_kernel_features(
-    x: torch.Tensor, projection: torch.Tensor, *, eps: float = 1e-3
-) -> torch.Tensor:
-    """FAVOR+ ReLU kernel features ``relu(w^T x / sqrt(m)) + eps`` (official ``eps = 1e-3``)."""
-    return F.relu(x @ projection.transpose(0, 1) * projection.shape[0] ** -0.5) + eps
-
-
 # ----------------------------------------------------------------------------- core
-def prepare_keys(
-    phi_k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None, dropout_p: float
+def mask_keys(
+    phi_k: torch.Tensor, v: torch.Tensor, gone: torch.Tensor | None, dropout_p: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero padded keys, apply weight dropout, and append the normaliser column to ``v``.
+    """Zero padded keys and apply weight dropout, in any ``(..., token, head, ...)`` layout.
 
-    Padded keys get zero features and zero values (``masked_fill``, so NaN stored there cannot
-    leak). Dropout drops whole key columns of the implicit weight matrix (one Bernoulli mask per
-    ``(b, head, key)``, shared by every query, rescaled by ``1 / (1 - p)``) in the numerator
-    only, so it is applied once and stays ``O(L)``.
+    Padded keys (``gone``, a bool tensor broadcastable to ``phi_k[..., :1]``) get zero features
+    and zero values (``masked_fill``, so NaN stored there cannot leak). Dropout drops whole key
+    columns of the implicit weight matrix (one Bernoulli mask per ``(b, head, key)``, shared by
+    every query, rescaled by ``1 / (1 - p)``) in the numerator only (``v``; the normaliser's
+    ``phi(k)`` keeps every key), so it is applied once and stays ``O(L)``.
 
     Returns:
-        ``phi_k (B, nh, S, m)`` and ``v_ext (B, nh, S, dv + 1)`` (last column: ones).
+        ``phi_k`` and ``v`` with the shapes they came in.
     """
-    if keep is not None:
-        gone = ~keep[:, None, :, None]  # (B, 1, S, 1)
+    if gone is not None:
         phi_k = phi_k.masked_fill(gone, 0.0)
         v = v.masked_fill(gone, 0.0)
     if dropout_p > 0:
         v = v * F.dropout(v.new_ones(*v.shape[:-1], 1), p=dropout_p)
-    return phi_k, torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)
+    return phi_k, v
 
 
 def _normalise(num_den: torch.Tensor, eps: float) -> torch.Tensor:
     """``num / (den + eps)`` from ``(..., dv + 1)``; rows that see no key give exact zeros."""
-    den = num_den[..., -1:] + eps
-    return num_den[..., :-1] / torch.where(den > 0, den, torch.ones_like(den))
+    return _divide(num_den[..., :-1], num_den[..., -1:], eps)
+
+
+def _divide(num: torch.Tensor, den: torch.Tensor, eps: float) -> torch.Tensor:
+    """``num / (den + eps)``, exact zeros where ``den + eps`` is zero (no key seen)."""
+    den = den + eps
+    return num / torch.where(den > 0, den, torch.ones_like(den))
 
 
 def _state(phi_k: torch.Tensor, v_ext: torch.Tensor) -> torch.Tensor:
@@ -209,7 +144,7 @@ def kernel_attention(
     Args:
         phi_q: ``(B, nh, L, m)`` query features.
         phi_k: ``(B, nh, S, m)`` key features (padded keys already zero, see
-            :func:`prepare_keys`).
+            :func:`mask_keys`).
         v_ext: ``(B, nh, S, dv + 1)`` values with a last column of ones.
         is_causal: Query ``i`` sees keys ``j <= i + S - L`` (bottom-right aligned).
         eps: Added to the denominator (rows that see no key give zeros either way).
@@ -306,12 +241,15 @@ class RecurrentState:
 
 
 class KernelAttentionBase(AttentionBase):
-    """Module shell of kernelised attention; subclasses define :meth:`feature_maps`.
+    """Module shell of kernelised attention; subclasses define the two feature maps.
 
-    Forward: projections -> ``feature_maps(q, k)`` (in float32 for half inputs) ->
-    :func:`prepare_keys` (padding, dropout) -> :func:`kernel_attention` -> ``out_proj``. While a
-    probe records (and no cache is used), it takes the explicit path of
-    :func:`kernel_weights` and passes those ``(B, nh, L, S)`` weights through ``probe``.
+    Subclasses implement :meth:`query_features` and :meth:`key_features` (row-wise maps of the
+    last dim, any leading dims) and may override :meth:`prepare_features`, run once per call.
+    Non-causal calls stream in blocks of ``block_size`` tokens (:meth:`_forward_blocks`):
+    projections -> features (in float32 for half inputs) -> :func:`mask_keys` -> state sums ->
+    normalised outputs -> ``out_proj``. Causal calls (and a ``cache``) project everything and
+    run :func:`kernel_attention`. While a probe records (and no cache is used), the explicit
+    path of :func:`kernel_weights` passes those ``(B, nh, L, S)`` weights through ``probe``.
     """
 
     supports_mask = True
@@ -319,10 +257,31 @@ class KernelAttentionBase(AttentionBase):
     supports_cross = True
     eps = 0.0
     chunk_size = 64
+    block_size = 1024  # tokens per block of the non-causal stream: a speed knob, not maths
+
+    def prepare_features(self) -> None:
+        """Run once per forward call before any feature map (Performer redraws ``W`` here)."""
+
+    @property
+    def feature_dim(self) -> int:
+        """Number of features ``m`` of :meth:`query_features` and :meth:`key_features`."""
+        raise NotImplementedError
+
+    def query_features(self, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``phi(q)`` of ``(..., hd)`` rows: ``(..., m)``, non-negative.
+
+        ``out``: a contiguous ``(..., m)`` tensor the result may be written into (memory reused
+        between blocks when no autograd graph is recorded); implementations may ignore it.
+        """
+        raise NotImplementedError
+
+    def key_features(self, k: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``phi(k)`` of ``(..., hd)`` rows: ``(..., m)``, non-negative (``out`` as above)."""
+        raise NotImplementedError
 
     def feature_maps(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(phi(q) (B, nh, L, m), phi(k) (B, nh, S, m))``, non-negative."""
-        raise NotImplementedError
+        return self.query_features(q), self.key_features(k)
 
     def forward(
         self,
@@ -343,15 +302,21 @@ class KernelAttentionBase(AttentionBase):
                     f"and no context (got is_causal={is_causal}, context "
                     f"{'given' if context is not None else 'None'})"
                 )
+        source = x if context is None else context
+        keep = self.padding_mask(mask, x.shape[0], x.shape[1], source.shape[1], x.dtype)
+        self.prepare_features()
+        if not is_causal and not self.probe.recording:
+            out = self._forward_blocks(x, source, keep)  # (B, L, C)
+            return out.squeeze(0) if unbatched else out
         q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
-        batch, _, q_len, _ = q.shape
-        keep = self.padding_mask(mask, batch, q_len, k.shape[2], q.dtype)
         compute = torch.float32 if q.dtype in HALF else q.dtype
         phi_q, phi_k = self.feature_maps(q.to(compute), k.to(compute))
-        phi_k, v_ext = prepare_keys(phi_k, v.to(compute), keep, self.dropout_p)
+        gone = None if keep is None else ~keep[:, None, :, None]  # (B, 1, S, 1)
+        phi_k, v = mask_keys(phi_k, v.to(compute), gone, self.dropout_p)
+        v_ext = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # (B, nh, S, dv + 1)
         if self.probe.recording and cache is None:
             attn = self.probe(kernel_weights(phi_q, phi_k, is_causal=is_causal, eps=self.eps))
-            out = attn @ v_ext[..., :-1]  # (B, nh, L, dv)
+            out = attn @ v  # (B, nh, L, dv)
         else:
             out, state = kernel_attention(
                 phi_q,
@@ -363,8 +328,60 @@ class KernelAttentionBase(AttentionBase):
                 chunk_size=self.chunk_size,
             )
             if cache is not None:
-                cache.update(state, q_len)
+                cache.update(state, x.shape[1])
         return self.finish(out.to(q.dtype), unbatched)
+
+    def _split_heads(self, y: torch.Tensor) -> torch.Tensor:
+        return y.view(*y.shape[:-1], self.num_heads, self.head_dim)  # (B, Lb, nh, hd)
+
+    def _forward_blocks(
+        self, x: torch.Tensor, source: torch.Tensor, keep: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Non-causal attention streamed in blocks of ``Lb = block_size`` tokens: ``(B, L, C)``.
+
+        Keys: ``state = sum_j phi(k_j) [v_j, 1]^T`` accumulates block by block. Queries:
+        ``phi(q_i)^T state``, normalised, then ``out_proj``, block by block into the output —
+        the sums of :func:`kernel_attention`, grouped by block. When no autograd graph is
+        recorded, every block's features overwrite one buffer: a fresh ``(B, Lb, nh, m)``
+        tensor per block costs more in page faults than its ``exp``.
+        """
+        compute = torch.float32 if x.dtype in HALF else x.dtype
+        batch, block, m = x.shape[0], self.block_size, self.feature_dim
+        graph = torch.is_grad_enabled() and (
+            x.requires_grad
+            or source.requires_grad
+            or any(p.requires_grad for p in self.parameters())
+        )
+        work = None  # out= takes no autograd: reuse memory only without a graph
+        if not graph:
+            tokens = min(block, max(x.shape[1], source.shape[1]))
+            work = x.new_empty(batch * tokens * self.num_heads * m, dtype=compute)
+
+        def features(feature_map, y: torch.Tensor) -> torch.Tensor:
+            shape = (*y.shape[:-1], m)
+            out = None if work is None else work[: math.prod(shape)].view(shape)  # (B, Lb, nh, m)
+            return feature_map(y.to(compute), out=out)
+
+        num = den = None
+        for start in range(0, max(source.shape[1], 1), block):  # one empty block if S = 0
+            src = source[:, start : start + block]  # (B, Lb, C_ctx)
+            k = self._split_heads(self.k_proj(src))  # (B, Lb, nh, hd)
+            v = self._split_heads(self.v_proj(src))  # (B, Lb, nh, dv)
+            gone = None if keep is None else ~keep[:, start : start + block, None, None]
+            phi_k = features(self.key_features, k)  # (B, Lb, nh, m)
+            phi_k, v = mask_keys(phi_k, v.to(compute), gone, self.dropout_p)
+            part = phi_k.permute(0, 2, 3, 1) @ v.transpose(1, 2)  # (B, nh, m, dv)
+            total = phi_k.sum(1).unsqueeze(-1)  # (B, nh, m, 1)
+            num = part if num is None else num + part
+            den = total if den is None else den + total
+        state = torch.cat([num, den], dim=-1)  # (B, nh, m, dv + 1)
+        out = x.new_empty(batch, x.shape[1], self.dim)  # (B, L, C)
+        for start in range(0, x.shape[1], block):
+            q = self._split_heads(self.q_proj(x[:, start : start + block]))  # (B, Lb, nh, hd)
+            phi_q = features(self.query_features, q).transpose(1, 2)  # (B, nh, Lb, m)
+            heads_out = _normalise(phi_q @ state, self.eps)  # (B, nh, Lb, dv)
+            out[:, start : start + block] = self.finish(heads_out.to(x.dtype), False)
+        return out
 
     @staticmethod
     def _check_chunk(chunk_size: int) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from attnzoo._checks import check_finite
-from attnzoo.efficient._kernel import KernelAttentionBase, RecurrentState, elu_features
+from attnzoo.efficient._kernel import KernelAttentionBase, RecurrentState
+from attnzoo.efficient._kernel_features import elu_features
 from attnzoo.registry import EFFICIENT, Paper
 
 __all__ = ["LinearAttention", "RecurrentState"]
@@ -108,8 +109,15 @@ class LinearAttention(KernelAttentionBase):
             raise ValueError(f"eps must be >= 0, got {eps}")
         self.chunk_size = self._check_chunk(chunk_size)
 
-    def feature_maps(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return elu_features(q), elu_features(k)
+    @property
+    def feature_dim(self) -> int:
+        return self.head_dim
+
+    def query_features(self, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return elu_features(q)  # (..., hd): no larger than q, nothing to reuse
+
+    def key_features(self, k: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        return elu_features(k)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, eps={self.eps}, chunk_size={self.chunk_size}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from attnzoo._checks import check_positive_int, type_name
 from attnzoo.efficient._kernel import HALF
+from attnzoo.efficient._kernel_features import LOG2E
 from attnzoo.functional.attention import attention
 from attnzoo.functional.softmax import safe_softmax
 from attnzoo.layers.attention_base import AttentionBase
@@ -23,18 +26,24 @@ def iterative_pinv(a: torch.Tensor, iterations: int = 6) -> torch.Tensor:
     took the maximum over the whole batch, so one sample's scale changed another's result,
     mlpen/Nystromformer#3), then ``Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4``
     (Xiong et al. 2021, eq. 13). A zero matrix gives zeros; zero rows/columns stay zero.
+    Without autograd the iterations reuse five buffers (fresh ``m x m`` products would each
+    cost their page faults again).
     """
     m = a.shape[-1]
     flat = a.reshape(-1, m, m)  # (N, m, m)
     col = flat.abs().sum(-2).amax(-1)  # (N,) ||A||_1
     row = flat.abs().sum(-1).amax(-1)  # (N,) ||A||_inf
     norm = (col * row)[:, None, None]
-    z = flat.transpose(-2, -1) / torch.where(norm > 0, norm, torch.ones_like(norm))
-    for _ in range(iterations):  # four fused GEMMs (baddbmm folds every scalar and subtraction)
-        az = torch.bmm(flat, z)
-        inner = torch.baddbmm(az, az, az, beta=7, alpha=-1)  # A Z (7 I - A Z)
-        inner = torch.baddbmm(az, az, inner, beta=15, alpha=-1)  # A Z (15 I - inner)
-        z = torch.baddbmm(z, z, inner, beta=13 / 4, alpha=-1 / 4)  # Z (13 I - inner) / 4
+    denom = torch.where(norm > 0, norm, torch.ones_like(norm))  # (N, 1, 1)
+    reuse = not (torch.is_grad_enabled() and a.requires_grad)  # out= takes no autograd
+    buf = [torch.empty_like(flat) for _ in range(5)] if reuse else [None] * 5
+    z = torch.div(flat.transpose(-2, -1), denom, out=buf[0])  # (N, m, m)
+    for step in range(iterations):  # four fused GEMMs (baddbmm folds every scalar, subtraction)
+        az = torch.bmm(flat, z, out=buf[1])
+        inner = torch.baddbmm(az, az, az, beta=7, alpha=-1, out=buf[2])  # A Z (7 I - A Z)
+        inner = torch.baddbmm(az, az, inner, beta=15, alpha=-1, out=buf[3])  # A Z (15 I - .)
+        # Z (13 I - inner) / 4, into the buffer that does not hold Z
+        z = torch.baddbmm(z, z, inner, beta=13 / 4, alpha=-1 / 4, out=buf[4 - 4 * (step % 2)])
     return z.view(a.shape)  # (..., m, m)
 
 
@@ -56,16 +65,27 @@ def segment_means(
         sums = x.unflatten(2, (segments, size)).sum(3)  # (B, nh, m, hd)
         if keep is None:
             return sums / size, None
-        counts = keep.view(batch, segments, size).sum(-1).to(x.dtype)  # (B, m)
     else:
-        seg = torch.arange(length, device=x.device) * segments // length  # (L,)
+        seg = _segment_ids(length, segments, x.device)  # (L,)
         sums = x.new_zeros(batch, heads, segments, width).index_add_(2, seg, x)  # (B, nh, m, hd)
-        if keep is None:
-            counts = torch.bincount(seg, minlength=segments).to(x.dtype)  # (m,)
-            return sums / counts[:, None], None
-        weight = keep.to(x.dtype)  # (B, L)
-        counts = weight.new_zeros(batch, segments).index_add_(1, seg, weight)  # (B, m)
-    return sums / counts.clamp_min(1)[:, None, :, None], counts > 0
+    counts = _segment_counts(length, segments, keep, x.dtype, x.device)  # (B | 1, m)
+    means = sums / counts.clamp_min(1)[:, None, :, None]  # (B, nh, m, hd)
+    return means, None if keep is None else counts > 0
+
+
+def _segment_ids(length: int, segments: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(length, device=device) * segments // length  # (L,) segment of each token
+
+
+def _segment_counts(
+    length: int, segments: int, keep: torch.Tensor | None, dtype: torch.dtype, device
+) -> torch.Tensor:
+    """Real tokens per segment: ``(B, m)``, or ``(1, m)`` without a padding mask."""
+    seg = _segment_ids(length, segments, device)  # (L,)
+    if keep is None:
+        return torch.bincount(seg, minlength=segments).to(dtype)[None]  # (1, m)
+    weight = keep.to(dtype)  # (B, L)
+    return weight.new_zeros(keep.shape[0], segments).index_add_(1, seg, weight)  # (B, m)
 
 
 def _softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -111,6 +131,11 @@ class Nystromformer(AttentionBase):
     Exactness: with ``num_landmarks = L``, ``pinv_iterations=None`` (exact ``linalg.pinv``)
     and ``conv_kernel_size=None`` it equals softmax attention (``A pinv(A) A = A``).
 
+    Speed: without autograd the keys are projected block by block (``block_size`` tokens) into
+    an online softmax for ``softmax(Q~ K^T) V`` and the segment sums of ``K~``, and the queries
+    go block by block through SDPA, the conv skip and ``out_proj``, so neither ``K`` nor any
+    ``(B, L, C)`` intermediate is whole. With autograd, whole tensors and two SDPA calls.
+
     Attention weights: while ``attnzoo.viz.record_attention`` listens, the dense-equivalent
     ``softmax(Q K~^T) pinv(.) softmax(Q~ K^T)`` ``(B, nh, L, S)`` goes through ``probe`` (rows
     sum to about one; the conv skip is not in it). ``attn_drop`` drops entries of
@@ -144,6 +169,7 @@ class Nystromformer(AttentionBase):
     supports_mask = True
     supports_causal = False
     supports_cross = False
+    block_size = 1024  # keys / queries per block of the fast path: speed, not maths
 
     def __init__(
         self,
@@ -194,6 +220,10 @@ class Nystromformer(AttentionBase):
             return torch.linalg.pinv(a)
         return iterative_pinv(a, self.pinv_iterations)
 
+    def _heads(self, y: torch.Tensor) -> torch.Tensor:
+        heads = y.view(*y.shape[:-1], self.num_heads, self.head_dim)  # (B, L, nh, hd)
+        return heads.transpose(1, 2)  # (B, nh, L, hd)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -203,29 +233,36 @@ class Nystromformer(AttentionBase):
         is_causal: bool = False,
     ) -> torch.Tensor:
         x, context, unbatched = self.check_inputs(x, context, is_causal)
-        q, k, v = self.project(x, None)  # (B, nh, L, hd) x 3
-        batch, _, length, _ = q.shape
-        keep = self.padding_mask(mask, batch, length, length, q.dtype)
-        dtype = q.dtype
-        if length == 0:
-            return self.finish(v, unbatched)
+        batch, length, _ = x.shape
+        keep = self.padding_mask(mask, batch, length, length, x.dtype)
+        dtype = x.dtype
         compute = torch.float32 if dtype in HALF else dtype
-        q, k, v = q.to(compute), k.to(compute), v.to(compute)
-        if keep is not None:  # padded keys/values cannot leak (not even NaN) into any path
-            gone = ~keep[:, None, :, None]  # (B, 1, L, 1)
-            k, v = k.masked_fill(gone, 0.0), v.masked_fill(gone, 0.0)
+        q = self._heads(self.q_proj(x)).to(compute)  # (B, nh, L, hd)
+        v = self._heads(self.v_proj(x)).to(compute)  # (B, nh, L, hd)
+        if length == 0:
+            return self.finish(v.to(dtype), unbatched)
+        if keep is not None:  # padded values cannot leak (not even NaN) into any path
+            v = v.masked_fill(~keep[:, None, :, None], 0.0)
         m = min(self.num_landmarks, length)
         q_land, live = segment_means(q, m, keep)  # (B, nh, m, hd), (B, m) or None
-        k_land, _ = segment_means(k, m, keep)  # (B, nh, m, hd)
-        scale = self.head_dim**-0.5
-        cols = rows = pair = None
+        cols = pair = rows = None
         if live is not None:  # landmarks with no real token take no part
             cols = live[:, None, None, :]  # (B, 1, 1, m)
             pair = live[:, None, :, None] & cols  # (B, 1, m, m)
             rows = live[:, None, :, None] & keep[:, None, None, :]  # (B, 1, m, L)
-        kernel_2 = _softmax((q_land * scale) @ k_land.transpose(-2, -1), pair)  # (B, nh, m, m)
-        inv = self._pinv(kernel_2)  # (B, nh, m, m)
+        scale = self.head_dim**-0.5
+        # Without autograd the keys stream (see _key_pass) and queries run in blocks; with it,
+        # whole tensors: fewer, larger backward kernels train faster.
+        graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        if self.probe.recording or graph:
+            k = self._heads(self.k_proj(x)).to(compute)  # (B, nh, L, hd)
+            if keep is not None:
+                k = k.masked_fill(~keep[:, None, :, None], 0.0)
+            k_land, _ = segment_means(k, m, keep)  # (B, nh, m, hd)
         if self.probe.recording:  # reference path: explicit kernels, dense-equivalent weights
+            inv = self._pinv(_softmax((q_land * scale) @ k_land.transpose(-2, -1), pair))
             kernel_1 = _softmax((q * scale) @ k_land.transpose(-2, -1), cols)  # (B, nh, L, m)
             kernel_3 = _softmax((q_land * scale) @ k.transpose(-2, -1), rows)  # (B, nh, m, L)
             self.probe(kernel_1 @ (inv @ kernel_3))  # (B, nh, L, L)
@@ -233,30 +270,110 @@ class Nystromformer(AttentionBase):
                 kernel_1 = F.dropout(kernel_1, p=self.dropout_p)
             out = kernel_1 @ (inv @ (kernel_3 @ v))  # (B, nh, L, hd)
             if self.conv is not None:
-                out = out + self._conv_skip(v)
-        else:  # softmax(Q~ K^T) V and softmax(Q K~^T) Y are fused SDPA calls (no L x m tensor)
+                out = out + self._conv_skip(v, 0, length)
+            return self.finish(out.to(dtype), unbatched)
+        # fast path: softmax(Q~ K^T) V by SDPA or the streamed key pass, then blocks of queries:
+        # softmax(Q K~^T) Y by SDPA plus the conv skip, straight into out_proj
+        if graph:
             summary = attention(q_land, k, v, mask=rows)  # (B, nh, m, hd)
-            out = attention(q, k_land, inv @ summary, mask=cols, dropout_p=self.dropout_p)
-            if self.conv is not None:  # in place: both are (B, L, nh, hd) in memory
-                out = self._conv_skip(v).add_(out)
-        return self.finish(out.to(dtype), unbatched)
+        else:
+            summary, k_land = self._key_pass(x, q_land, v, keep, live, compute)  # (B, nh, m, hd)
+        inv = self._pinv(_softmax((q_land * scale) @ k_land.transpose(-2, -1), pair))
+        y = inv @ summary  # (B, nh, m, hd)
+        out = x.new_empty(batch, length, self.dim)  # (B, L, C)
+        block = length if graph else self.block_size
+        for start in range(0, length, block):
+            stop = min(start + block, length)
+            part = attention(q[:, :, start:stop], k_land, y, mask=cols, dropout_p=self.dropout_p)
+            if self.conv is not None:  # (B, nh, Lb, hd) both, (B, Lb, nh, hd) in memory
+                part = self._conv_skip(v, start, stop).add_(part)
+            out[:, start:stop] = self.finish(part.to(dtype), False)  # (B, Lb, C)
+        return out.squeeze(0) if unbatched else out
 
-    def _conv_skip(self, v: torch.Tensor) -> torch.Tensor:
-        """Depthwise ``(kernel, 1)`` convolution of ``v (B, nh, L, hd)`` along the sequence.
+    def _key_pass(
+        self,
+        x: torch.Tensor,
+        q_land: torch.Tensor,
+        v: torch.Tensor,
+        keep: torch.Tensor | None,
+        live: torch.Tensor | None,
+        compute: torch.dtype,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``softmax(Q~ K^T) V`` and the key landmarks ``K~``, keys projected block by block.
 
-        Run as one ``(1, kernel)`` filter per channel ``(head, d)`` on the ``(B, L, nh * hd)``
-        memory that the projection produced (channels-last for oneDNN, no transposing copy);
-        returns ``(B, nh, L, hd)`` laid out as ``(B, L, nh, hd)``, what ``out_proj`` reads.
+        Used without autograd (every block's scores share one buffer). An online softmax over
+        blocks of ``Lb = block_size`` keys (running maximum per landmark, sums rescaled when it
+        grows; ``exp2`` with ``log2(e)`` folded into ``Q~``) while each block's keys are summed
+        into their segments: the maths of the SDPA call and of :func:`segment_means` on the
+        whole ``K``, without ``K``'s ``(B, L, C)`` tensor. Padded keys get weight 0 and no part
+        in the means; a landmark with no real token gets zeros.
+
+        Returns:
+            ``(summary (B, nh, m, hd), k_land (B, nh, m, hd))``.
         """
         batch, heads, length, width = v.shape
-        weight = self.conv.weight.to(v.dtype)  # (nh, 1, kernel, 1)
+        m, block = q_land.shape[2], self.block_size
+        q_t = (q_land * (width**-0.5 * LOG2E)).transpose(-2, -1)  # (B, nh, hd, m)
+        seg = _segment_ids(length, m, x.device)  # (L,)
+        sums = v.new_zeros(batch, m, heads, width)  # (B, m, nh, hd) key sums per segment
+        acc = v.new_zeros(batch, heads, m, width)  # (B, nh, m, hd) sum_j p_j v_j
+        total = v.new_zeros(batch, heads, 1, m)  # (B, nh, 1, m) sum_j p_j
+        top = v.new_full((batch, heads, 1, m), -math.inf)  # (B, nh, 1, m) running maximum
+        work = v.new_empty(batch * heads * min(block, length) * m)  # scores, reused per block
+        for start in range(0, length, block):
+            stop = min(start + block, length)
+            k = self.k_proj(x[:, start:stop]).to(compute)  # (B, Lb, C)
+            k = k.view(batch, stop - start, heads, width)  # (B, Lb, nh, hd)
+            if keep is not None:
+                k = k.masked_fill(~keep[:, start:stop, None, None], 0.0)
+            sums.index_add_(1, seg[start:stop], k)
+            shape = (batch * heads, stop - start, m)
+            out = work[: math.prod(shape)].view(shape)  # (B nh, Lb, m)
+            keys = k.transpose(1, 2).reshape(batch * heads, stop - start, width)  # (B nh, Lb, hd)
+            scores = torch.bmm(keys, q_t.reshape(batch * heads, width, m), out=out)
+            scores = scores.view(batch, heads, stop - start, m)  # (B, nh, Lb, m) log2 units
+            if keep is not None:
+                scores.masked_fill_(~keep[:, None, start:stop, None], -math.inf)
+            grown = torch.maximum(top, scores.amax(2, keepdim=True))  # (B, nh, 1, m)
+            shift = grown.masked_fill(grown == -math.inf, 0.0)  # no real key yet: any finite
+            rescale = torch.exp2(top - shift)  # (B, nh, 1, m), 0 before the first real key
+            probs = scores.sub_(shift).exp2_()  # (B, nh, Lb, m)
+            total = total * rescale + probs.sum(2, keepdim=True)
+            acc = acc * rescale.transpose(-2, -1) + probs.transpose(-2, -1) @ v[:, :, start:stop]
+            top = grown
+        summary = acc / total.clamp_min(torch.finfo(total.dtype).tiny).transpose(-2, -1)
+        if live is not None:  # landmarks with no real token: zeros, as SDPA's masked rows
+            summary = summary.masked_fill(~live[:, None, :, None], 0.0)
+        counts = _segment_counts(length, m, keep, v.dtype, x.device)  # (B | 1, m)
+        k_land = sums / counts.clamp_min(1)[:, :, None, None]  # (B, m, nh, hd)
+        return summary, k_land.transpose(1, 2)  # (B, nh, m, hd) x 2
+
+    def _conv_skip(self, v: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Rows ``start:stop`` of the depthwise ``(kernel, 1)`` convolution of ``v (B, nh, L, hd)``.
+
+        Computed over those rows and their halo of ``kernel // 2`` rows each side (zero padding
+        only at the ends of the sequence). Without autograd it runs as one ``(1, kernel)``
+        filter per channel ``(head, d)`` on the ``(B, L, nh * hd)`` memory the projection
+        produced (channels-last for oneDNN, no transposing copy) and returns
+        ``(B, nh, stop - start, hd)`` laid out as ``(B, stop - start, nh, hd)``, what
+        ``out_proj`` reads; with autograd, as ``nh`` channels (oneDNN's backward of the
+        per-channel form is ~20x slower).
+        """
+        batch, heads, length, width = v.shape
+        half, weight = self.conv.padding[0], self.conv.weight.to(v.dtype)  # (nh, 1, kernel, 1)
+        first, last = max(start - half, 0), min(stop + half, length)
+        window = v[:, :, first:last]  # (B, nh, W, hd)
+        if torch.is_grad_enabled() and (v.requires_grad or weight.requires_grad):
+            # channels-last makes oneDNN's depthwise (kernel, 1) convolution ~5x faster on CPU
+            image = window.contiguous(memory_format=torch.channels_last)  # (B, nh, W, hd)
+            out = F.conv2d(image, weight, padding=(half, 0), groups=heads)  # (B, nh, W, hd)
+            return out[:, :, start - first : stop - first]  # (B, nh, R, hd)
         weight = weight.repeat_interleave(width, 0).transpose(-2, -1)  # (nh * hd, 1, 1, kernel)
-        rows = v.transpose(1, 2).reshape(batch, length, heads * width)  # (B, L, nh * hd)
-        image = rows.transpose(1, 2).unsqueeze(2)  # (B, nh * hd, 1, L), channels-last
-        pad = (0, self.conv.padding[0])
-        out = F.conv2d(image, weight, padding=pad, groups=heads * width)  # (B, nh * hd, 1, L)
-        out = out.squeeze(2).transpose(1, 2)  # (B, L, nh * hd)
-        return out.reshape(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
+        rows = window.transpose(1, 2).reshape(batch, -1, heads * width)  # (B, W, C)
+        image = rows.transpose(1, 2).unsqueeze(2)  # (B, C, 1, W), channels-last
+        out = F.conv2d(image, weight, padding=(0, half), groups=heads * width)  # (B, C, 1, W)
+        out = out[..., start - first : stop - first].squeeze(2).transpose(1, 2)  # (B, R, C)
+        return out.reshape(batch, stop - start, heads, width).transpose(1, 2)  # (B, nh, R, hd)
 
     def extra_repr(self) -> str:
         kernel = None if self.conv is None else self.conv.kernel_size[0]

@@ -5,10 +5,8 @@ from __future__ import annotations
 import torch
 
 from attnzoo._checks import check_choice, check_positive_int
-from attnzoo.efficient._kernel import (
-    HALF,
-    KernelAttentionBase,
-    RecurrentState,
+from attnzoo.efficient._kernel import HALF, KernelAttentionBase, RecurrentState
+from attnzoo.efficient._kernel_features import (
     orthogonal_gaussian,
     relu_kernel_features,
     softmax_kernel_features,
@@ -49,6 +47,9 @@ class Performer(KernelAttentionBase):
     causal by the chunked prefix sums shared with ``linear``
     (:func:`attnzoo.efficient._kernel.kernel_attention`), and RNN-mode decoding with a
     :class:`RecurrentState` as ``cache=`` (decode in ``eval()``, so the features stay fixed).
+    Non-causal calls stream blocks of ``block_size`` tokens through projections, features and
+    ``out_proj`` (the ``(B, nh, L, m)`` features are never whole); ``exp`` is evaluated as
+    ``exp2`` with ``log2(e)`` folded into ``W``.
 
     Random features: ``W`` is a buffer drawn at construction from the global RNG (seed with
     ``torch.manual_seed``). In training it is redrawn every ``redraw_interval`` forward calls
@@ -58,8 +59,8 @@ class Performer(KernelAttentionBase):
     (``Q diag(sign(diag(R)))``, Haar-distributed); the official code uses LAPACK's raw ``Q``,
     whose first column always has a negative first entry, which biases the estimator.
 
-    Numerical stabilisation: each query's features are divided by their own sum (a softmax over
-    the features; cancels in its normalisation), keys by the data-independent bound
+    Numerical stabilisation: each query's features are divided by their own largest one
+    (cancels in its normalisation), keys by the data-independent bound
     ``exp(max_r |w_r|^2 / 2 - 60)`` (cancels too). Unlike the official code's max over all keys,
     neither depends on other tokens, so causality, padding invariance and RNN decoding stay
     exact; key features never exceed ``exp(60)`` (no overflow). No ``eps`` is added to softmax
@@ -155,17 +156,29 @@ class Performer(KernelAttentionBase):
             self.projection = kept.to(device=self.projection.device, dtype=torch.float32)
         return self
 
-    def feature_maps(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare_features(self) -> None:
+        """Count training calls and redraw ``W`` every ``redraw_interval`` of them."""
         if self.training and self.redraw_interval is not None:
             if self.calls_since_redraw >= self.redraw_interval:
                 self.redraw_features()
             self.calls_since_redraw += 1
+
+    @property
+    def feature_dim(self) -> int:
+        return self.nb_features
+
+    def query_features(self, q: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         w = self.projection.to(q.dtype)
         if self.kernel == "relu":
-            return relu_kernel_features(q, w), relu_kernel_features(k, w)
+            return relu_kernel_features(q, w, out=out)
+        return softmax_kernel_features(q, w, normalise_rows=True, out=out)  # per-query scale
+
+    def key_features(self, k: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        w = self.projection.to(k.dtype)
+        if self.kernel == "relu":
+            return relu_kernel_features(k, w, out=out)
         k_shift = 0.5 * w.square().sum(-1).amax() - HEADROOM  # data-independent
-        phi_q = softmax_kernel_features(q, w, normalise_rows=True)  # per-query scale
-        return phi_q, softmax_kernel_features(k, w, shift=k_shift)
+        return softmax_kernel_features(k, w, shift=k_shift, out=out)
 
     def extra_repr(self) -> str:
         return (
