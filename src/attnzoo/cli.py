@@ -422,3 +422,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"attnzoo: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
