@@ -12,7 +12,7 @@ fast path here computes the same attention from blocks, never building an ``L x 
   class. Which keys a query keeps is decided by evaluating the mask function on the gathered
   positions, so the result equals dense attention whenever every allowed key lies in the
   window or the extras (each key counted once: an extra inside the window is dropped).
-- :func:`dense_rows`: the few query rows that see everything (global tokens) as dense attention.
+- :func:`with_dense_rows`: the few query rows that see everything (global tokens), computed densely.
 - :func:`merge_lse`: exact union of two disjoint key sets from their outputs and log-sum-exps.
 
 Scores are computed per (batch, head) in chunks of blocks (``baddbmm`` with a 0 / ``-inf`` bias,
@@ -35,9 +35,9 @@ __all__ = [
     "KeepFn",
     "band_attention",
     "band_plan",
-    "dense_rows",
     "merge_lse",
     "pattern_keep",
+    "with_dense_rows",
 ]
 
 KeepFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -281,7 +281,8 @@ def band_attention(
     return out, lse[:, :, :q_len]
 
 
-def dense_rows(
+def with_dense_rows(
+    out: torch.Tensor,
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -291,11 +292,18 @@ def dense_rows(
     key_padding: torch.Tensor | None = None,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """Dense attention of the query ``rows`` ``(G,)`` over all keys: ``(B, nh, G, hd_v)``."""
+    """``out`` ``(B, nh, L, hd_v)`` with the query ``rows`` ``(G,)`` replaced by dense attention.
+
+    Global queries attend every key their pattern allows; the band engine cannot cover such
+    rows, so they are computed densely (``G`` rows, ``O(G S)``) and written over the band result.
+    """
+    if rows.numel() == 0:
+        return out
     kv_pos = torch.arange(k.shape[2], device=q.device)
     keep = keep_fn(rows.unsqueeze(-1), kv_pos)  # (G, S)
     mask = keep if key_padding is None else keep & key_padding[:, None, None, :]  # (B, 1, G, S)
-    return attention(q.index_select(2, rows), k, v, mask=mask, dropout_p=dropout_p)
+    full = attention(q.index_select(2, rows), k, v, mask=mask, dropout_p=dropout_p)
+    return out.index_copy(2, rows, full)
 
 
 def merge_lse(

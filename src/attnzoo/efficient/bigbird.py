@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attnzoo._checks import check_positive_int
-from attnzoo.efficient._blocks import band_attention, band_plan, dense_rows, pattern_keep
+from attnzoo.efficient._blocks import band_attention, band_plan, pattern_keep, with_dense_rows
 from attnzoo.efficient._pattern import PatternAttention
 from attnzoo.functional.attention import attention
 from attnzoo.functional.mask_ops import MaskMod
@@ -184,11 +184,9 @@ class BigBirdAttention(PatternAttention):
             mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, S)
             return attention(q, k, v, mask=mask, dropout_p=self.dropout_p)
         out = band_attention(q, k, v, plan, key_padding=key_padding, dropout_p=self.dropout_p)
-        if rows.numel():
-            full = dense_rows(
-                q, k, v, rows, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
-            )
-            out = out.index_copy(2, rows, full)
+        out = with_dense_rows(
+            out, q, k, v, rows, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
+        )
         return out
 
     def extra_repr(self) -> str:

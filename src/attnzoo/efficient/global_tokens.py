@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from attnzoo.efficient._blocks import dense_rows, pattern_keep
+from attnzoo.efficient._blocks import pattern_keep, with_dense_rows
 from attnzoo.efficient._pattern import PatternAttention, global_options, global_positions
 from attnzoo.functional.attention import attention
 from attnzoo.functional.mask_basic import global_tokens as global_tokens_mask
@@ -125,11 +125,9 @@ class GlobalAttention(PatternAttention):
                 keep = keep & key_padding[:, None, None, cols]  # (B, 1, L, G)
             k_g, v_g = k.index_select(2, cols), v.index_select(2, cols)
             out = attention(q, k_g, v_g, mask=keep, dropout_p=self.dropout_p)
-        if rows.numel():
-            full = dense_rows(
-                q, k, v, rows, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
-            )
-            out = out.index_copy(2, rows, full)
+        out = with_dense_rows(
+            out, q, k, v, rows, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
+        )
         return out
 
     def extra_repr(self) -> str:

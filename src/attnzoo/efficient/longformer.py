@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from attnzoo._checks import check_positive_int
-from attnzoo.efficient._blocks import band_attention, band_plan, dense_rows, pattern_keep
+from attnzoo.efficient._blocks import band_attention, band_plan, pattern_keep, with_dense_rows
 from attnzoo.efficient._pattern import PatternAttention, global_options, global_positions
 from attnzoo.efficient.global_tokens import LONGFORMER_2020
 from attnzoo.efficient.local import band_block
@@ -137,11 +137,9 @@ class LongformerAttention(PatternAttention):
 
         plan = self.cached((length, is_causal, q.device, q.dtype), build)
         out = band_attention(q, k, v, plan, key_padding=key_padding, dropout_p=self.dropout_p)
-        if glob.numel():
-            full = dense_rows(
-                q, k, v, glob, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
-            )
-            out = out.index_copy(2, glob, full)
+        out = with_dense_rows(
+            out, q, k, v, glob, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
+        )
         return out
 
     def extra_repr(self) -> str:
