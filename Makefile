@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.attnzoo-installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,viz]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,viz,data]'
 	@# timm is only a test oracle; its torchvision dependency has no CPU build, so no deps.
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps timm PyYAML
 	@touch $(STAMP)

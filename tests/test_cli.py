@@ -149,3 +149,18 @@ def test_bench_vision_with_training(tmp_path, capsys):
 def test_bench_vision_rejects_non_vision_names(capsys):
     code, _, err = run(capsys, "bench", "vision", "--names", "mha")
     assert code == 2 and "--names" in err
+
+
+def test_bench_decode_and_vit(tmp_path, capsys):
+    out_file = tmp_path / "decode.json"
+    code, out, _ = run(
+        capsys,
+        *("bench", "decode", "--tokens", "6", "--dim", "32", "--heads", "4", "--layers", "1"),
+        *("--repeats", "1", "--output", str(out_file)),
+    )
+    assert code == 0 and "same tokens: True" in out
+    assert json.loads(out_file.read_text())["same_tokens"] is True
+    code, _, err = run(capsys, "bench", "vit", "--model", "resnet50")
+    assert code == 2 and "--model" in err
+    code, _, err = run(capsys, "bench", "decode", "--attention", "nystrom")
+    assert code == 2 and "supports_causal" in err

@@ -1,67 +1,24 @@
-"""Import timm's layers without torchvision, or skip the calling test with the reason.
+"""Import timm's layers for the equality tests, or skip the calling test with the reason.
 
-timm declares torchvision as a dependency, and torchvision has no CPU build that matches the
-pinned torch. timm's layers do not need it: we stub the one torchvision symbol they import and
-register ``timm`` as a bare package so that ``timm/__init__`` (which imports ``timm.data``,
-PIL and torchvision) is skipped. ``make test`` installs timm with ``--no-deps`` (see Makefile).
+The import itself (timm without torchvision) is :func:`attnzoo.arena._timm.import_timm`, also
+used by ``attnzoo bench vit``. ``make test`` installs timm with ``--no-deps`` (see Makefile), so
+in CI these tests run; they skip only where timm is absent, saying so.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 import types
 
 import pytest
-import torch
+
+from attnzoo.arena._timm import import_timm
 
 __all__ = ["import_timm_module"]
 
 
-def _install_stubs() -> None:
-    if "timm" in sys.modules and getattr(sys.modules["timm"], "_attnzoo_stub", False):
-        return
-    spec = importlib.util.find_spec("timm")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("timm is not installed (make test installs it with --no-deps)")
-    if importlib.util.find_spec("torchvision") is None:
-        tv, ops, misc = (
-            types.ModuleType(n) for n in ("torchvision", "torchvision.ops", "torchvision.ops.misc")
-        )
-
-        class FrozenBatchNorm2d(torch.nn.Module):
-            pass
-
-        misc.FrozenBatchNorm2d = FrozenBatchNorm2d
-        tv.ops, ops.misc = ops, misc
-        for module in (tv, ops, misc):
-            sys.modules.setdefault(module.__name__, module)
-    root = spec.submodule_search_locations[0]
-    package = types.ModuleType("timm")
-    package.__path__ = [root]
-    package._attnzoo_stub = True
-    sys.modules["timm"] = package
-    for sub in ("models", "data"):
-        bare = types.ModuleType(f"timm.{sub}")
-        bare.__path__ = [f"{root}/{sub}"]
-        sys.modules[f"timm.{sub}"] = bare
-    constants = importlib.import_module("timm.data.constants")
-    for key in dir(constants):
-        if key.isupper():
-            setattr(sys.modules["timm.data"], key, getattr(constants, key))
-    package.__version__ = importlib.import_module("timm.version").__version__
-
-
 def import_timm_module(name: str) -> types.ModuleType:
-    """``importlib.import_module(name)`` for a timm submodule, e.g. ``"timm.layers.cbam"``.
-
-    Skips the test (never passes silently) when timm or the module cannot be imported.
-    """
+    """``importlib.import_module(name)`` for a timm submodule; skips the test when impossible."""
     try:
-        _install_stubs()
-        return importlib.import_module(name)
-    except pytest.skip.Exception:
-        raise
-    except Exception as error:  # pragma: no cover - depends on the installed timm
-        pytest.skip(f"cannot import {name} without torchvision: {type(error).__name__}: {error}")
+        return import_timm(name)
+    except ImportError as error:
+        pytest.skip(str(error))

@@ -1,4 +1,4 @@
-"""``attnzoo`` command line: list, info, mask, catalogue, bench.
+"""``attnzoo`` command line: list, info, mask, plot, catalogue, bench.
 
 User errors (bad flags, unknown names) exit with code 2 and one line naming the flag.
 """
@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+from attnzoo._argtypes import finite_float as _finite_float
+from attnzoo._argtypes import name_list as _name_list
+from attnzoo._argtypes import nonneg_int_list as _nonneg_int_list
+from attnzoo._argtypes import positive_int as _positive_int
+from attnzoo._argtypes import positive_int_list as _int_list
 
 __all__ = ["main"]
 
@@ -22,52 +27,6 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _int_list(text: str) -> list[int]:
-    items = [part.strip() for part in text.split(",") if part.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of integers")
-    return [_positive_int(part) for part in items]
-
-
-def _nonneg_int_list(text: str) -> list[int]:
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
-    return values
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
-def _name_list(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected a comma-separated list of names")
-    return names
 
 
 def _build_parser() -> _Parser:
@@ -94,6 +53,18 @@ def _build_parser() -> _Parser:
     p.add_argument("--length", type=_positive_int, required=True, help="query length L")
     p.add_argument("--kv-length", type=_positive_int, help="key length S (default L)")
     p.add_argument("--ascii", action="store_true", help="draw with '#' and '.'")
+
+    from attnzoo.viz import gallery  # the kinds and their flags live in attnzoo/viz/gallery.py
+
+    p = sub.add_parser(
+        "plot",
+        help="draw a picture: attention maps, rollout, masks, positional encodings ...",
+        description="Draw one picture of the gallery as a PNG. Kinds:\n" + gallery.describe(),
+        epilog="Options of one kind: attnzoo plot KIND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("kind", metavar="KIND", type=gallery.check_kind, help="the picture")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="the kind's options, --out FILE.png")
 
     p = sub.add_parser("catalogue", help="markdown catalogue of the registry")
     p.add_argument("--output", help="write the catalogue to this file")
@@ -138,6 +109,25 @@ def _build_parser() -> _Parser:
     v.add_argument("--seeds", type=_nonneg_int_list, default=[0, 1, 2])
     v.add_argument("--epochs", type=_positive_int, default=8)
     v.add_argument("--output", help="also write results as JSON (atomically)")
+
+    t = bench.add_parser("vit", help="ViT forward: attnzoo against timm (same weights, one run)")
+    t.add_argument("--model", default="vit_base_patch16_224", help="a vit_* model name")
+    t.add_argument("--batch", type=_positive_int, default=8)
+    t.add_argument("--img-size", type=_positive_int, default=224)
+    t.add_argument("--threads", type=_positive_int, default=2)
+    t.add_argument("--repeats", type=_positive_int, default=5)
+    t.add_argument("--output", help="also write results as JSON (atomically)")
+
+    d = bench.add_parser("decode", help="greedy decoding tokens/s with and without the KV cache")
+    d.add_argument("--tokens", type=_positive_int, default=256, help="tokens generated")
+    d.add_argument("--batch", type=_positive_int, default=1)
+    d.add_argument("--dim", type=_positive_int, default=512)
+    d.add_argument("--heads", type=_positive_int, default=8)
+    d.add_argument("--layers", type=_positive_int, default=6)
+    d.add_argument("--attention", default="mha", help="mha, linear or performer have a cache")
+    d.add_argument("--threads", type=_positive_int, default=2)
+    d.add_argument("--repeats", type=_positive_int, default=3)
+    d.add_argument("--output", help="also write results as JSON (atomically)")
     return parser
 
 
@@ -252,6 +242,17 @@ def _cmd_mask(args, extra: list[str]) -> int:
         f"{args.name}: L={args.length}, S={kv_len}, {int(grid.sum())} of {grid.numel()} "
         f"pairs attend ({density:.1%})"
     )
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from attnzoo.viz import gallery
+
+    try:
+        path = gallery.run_cli(args.kind, args.options)
+    except (TypeError, ValueError) as error:
+        raise UsageError(str(error).splitlines()[0]) from None
+    print(f"wrote {path}")
     return 0
 
 
@@ -400,6 +401,61 @@ def _cmd_bench_vision(args) -> int:
     return 0
 
 
+def _cmd_bench_model(args) -> int:
+    from attnzoo.arena import model_bench
+    from attnzoo.arena.io import write_json_atomic
+
+    if args.bench == "vit":
+        if not args.model.startswith("vit_"):
+            raise UsageError(f"argument --model: expected a vit_* model, got {args.model!r}")
+        config = model_bench.ViTConfig(
+            model=args.model,
+            batch=args.batch,
+            img_size=args.img_size,
+            threads=args.threads,
+            repeats=args.repeats,
+        )
+        try:
+            result = model_bench.run_vit(config)
+        except (ImportError, ValueError) as error:
+            raise UsageError(str(error)) from None
+        s = result["seconds"]
+        print(
+            f"# bench vit: {args.model}, batch {args.batch}, {args.img_size} px, forward, cpu, "
+            f"{args.threads} threads, median of {args.repeats} (interleaved)\n"
+            f"attnzoo {s['attnzoo'] * 1e3:.1f} ms, timm {s['timm'] * 1e3:.1f} ms: timm / "
+            f"attnzoo = {result['timm_over_attnzoo']:.3f}; max |difference| "
+            f"{result['max_abs_difference']:.1e}"
+        )
+    else:
+        config = model_bench.DecodeConfig(
+            tokens=args.tokens,
+            batch=args.batch,
+            dim=args.dim,
+            heads=args.heads,
+            layers=args.layers,
+            ffn=4 * args.dim,
+            attention=args.attention,
+            threads=args.threads,
+            repeats=args.repeats,
+        )
+        try:
+            result = model_bench.run_decode(config)
+        except (TypeError, ValueError) as error:
+            raise UsageError(str(error).splitlines()[0]) from None
+        tps = result["tokens_per_second"]
+        print(
+            f"# bench decode: transformer d={args.dim}, {args.layers}+{args.layers} layers, "
+            f"{args.attention}, greedy, {args.tokens} tokens, batch {args.batch}, cpu, "
+            f"{args.threads} threads, median of {args.repeats}\n"
+            f"cached {tps['cached']:.1f} tokens/s, uncached {tps['uncached']:.1f} tokens/s: "
+            f"{result['speedup']:.2f}x; same tokens: {result['same_tokens']}"
+        )
+    if args.output:
+        write_json_atomic(args.output, result)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = _build_parser()
@@ -414,10 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_info(args)
         if args.command == "mask":
             return _cmd_mask(args, extra)
+        if args.command == "plot":
+            return _cmd_plot(args)
         if args.command == "catalogue":
             return _cmd_catalogue(args)
         if args.bench == "vision":
             return _cmd_bench_vision(args)
+        if args.bench in ("vit", "decode"):
+            return _cmd_bench_model(args)
         return _cmd_bench_speed(args)
     except UsageError as error:
         print(f"attnzoo: error: {error}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from attnzoo.registry import Paper
 
-__all__ = ["BAHDANAU_2015", "VASWANI_2017"]
+__all__ = ["BAHDANAU_2015", "DOSOVITSKIY_2021", "VASWANI_2017"]
 
 VASWANI_2017 = Paper(
     title="Attention Is All You Need",
@@ -16,4 +16,12 @@ BAHDANAU_2015 = Paper(
     authors="Bahdanau, Cho, Bengio",
     year=2015,
     url="https://arxiv.org/abs/1409.0473",
+)
+
+DOSOVITSKIY_2021 = Paper(
+    title="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
+    authors="Dosovitskiy, Beyer, Kolesnikov, Weissenborn, Zhai, Unterthiner, Dehghani, "
+    "Minderer, Heigold, Gelly, Uszkoreit, Houlsby",
+    year=2021,
+    url="https://arxiv.org/abs/2010.11929",
 )

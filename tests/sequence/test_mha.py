@@ -202,10 +202,27 @@ def test_forward_errors():  # item 7
         mha(x, mask=torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="mask must be"):
         mha(x, mask=torch.ones(5, dtype=torch.bool))
-    with pytest.raises(ValueError, match="cross-attention"):
-        mha(x, torch.randn(2, 3, 16), cache=KVCache())
+    cross = KVCache()
+    mha(x, torch.randn(2, 3, 16), cache=cross)
+    with pytest.raises(ValueError, match="cross-attention cache serves one context"):
+        mha(x, torch.randn(2, 4, 16), cache=cross)
     with pytest.raises(TypeError, match="is_causal"):
         mha(x, is_causal=1)
+
+
+def test_cross_attention_cache_projects_the_context_once():
+    mha = attnzoo.create("mha", 16, num_heads=2).double().eval()
+    memory = torch.randn(2, 6, 16, dtype=torch.float64)
+    steps = torch.randn(2, 4, 16, dtype=torch.float64)
+    cache = KVCache()
+    calls = []
+    handle = mha.k_proj.register_forward_hook(lambda *_: calls.append(1))
+    cached = [mha(steps[:, t : t + 1], memory, cache=cache) for t in range(4)]
+    handle.remove()
+    assert len(calls) == 1 and len(cache) == 6  # keys of the context, projected once
+    assert_close(torch.cat(cached, dim=1), mha(steps, memory))
+    cache.reorder(torch.tensor([1]))  # keep the second row: the cached keys are its context
+    assert_close(mha(steps[:1], memory[:1] * 0, cache=cache)[0], mha(steps[:1], memory[1:])[0])
 
 
 def test_empty_query_sequence():  # item 11 at module level

@@ -25,8 +25,9 @@ class AttentionFreeBase(nn.Module):
     ``num_heads``, ``head_dim`` and ``qkv_bias`` are validated and stored; each subclass
     documents whether they do anything. ``attn_drop`` is stored as a
     probability for the subclass to use or ignore; ``proj_drop`` is an ``nn.Dropout`` on the
-    output. No ``probe``: these mixers have no attention weights, so
-    ``attnzoo.viz.record_attention`` records nothing for them.
+    output. No ``probe``: these mixers have no attention weights
+    (``has_attention_weights = False``), so ``attnzoo.viz.record_attention`` refuses a model
+    containing one, with a ``ValueError`` that names it and quotes its ``token_mixing``.
 
     Args:
         dim: Model width ``C``.
@@ -44,6 +45,8 @@ class AttentionFreeBase(nn.Module):
     supports_causal = False
     supports_cross = False
     fixed_length = False
+    has_attention_weights = False
+    token_mixing = "it mixes tokens without attention weights"
 
     # The checks of AttentionBase only read dim, num_heads, context_dim and the class flags.
     check_inputs = AttentionBase.check_inputs

@@ -229,6 +229,15 @@ class RecurrentState:
     def __len__(self) -> int:
         return self._len
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (a ``(B',)`` long tensor), in that order: beam search."""
+        if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point():
+            raise TypeError(f"index must be a 1-D integer tensor, got {type_name(index)}")
+        if self.state is not None:
+            self.state = self.state.index_select(
+                0, index.to(self.state.device)
+            )  # (B', nh, m, dv+1)
+
     def update(self, state: torch.Tensor, new_tokens: int) -> None:
         """Replace the state by ``state`` (which already includes the old one)."""
         if self.state is not None and state.shape != self.state.shape:

@@ -69,7 +69,8 @@ class FNetMixing(AttentionFreeBase):
       Other masks (per-query, float) raise ``NotImplementedError``.
     - **No causality**: every output mixes every token; ``is_causal=True`` raises
       ``NotImplementedError``. No cross-attention (``context`` raises).
-    - **No attention weights**: nothing is recorded by ``attnzoo.viz.record_attention``.
+    - **No attention weights**: ``attnzoo.viz.record_attention`` raises ``ValueError`` naming
+      the module (``has_attention_weights = False``).
 
     Contract arguments that have no effect (FNet has no heads, projections or weights):
     ``num_heads``, ``head_dim``, ``qkv_bias`` and ``attn_drop`` are validated and ignored.
@@ -99,6 +100,7 @@ class FNetMixing(AttentionFreeBase):
     """
 
     supports_mask = True
+    token_mixing = "FNet mixes tokens with a Fourier transform (no query-key weight matrix)"
 
     def forward(
         self,

@@ -59,7 +59,8 @@ class MixerTokenMixing(AttentionFreeBase):
       positions are not zero. Per-query or float masks raise ``NotImplementedError``.
     - **No causality**: each hidden unit mixes every token; ``is_causal=True`` raises
       ``NotImplementedError``. No cross-attention.
-    - **No attention weights**: nothing is recorded by ``attnzoo.viz.record_attention``.
+    - **No attention weights**: ``attnzoo.viz.record_attention`` raises ``ValueError`` naming
+      the module (``has_attention_weights = False``).
 
     Contract arguments: ``num_heads``, ``head_dim`` and ``qkv_bias`` have no effect (the MLP is
     shared by all channels). ``attn_drop`` is the dropout on the hidden activations and
@@ -91,6 +92,7 @@ class MixerTokenMixing(AttentionFreeBase):
 
     supports_mask = True
     fixed_length = True
+    token_mixing = "MLP-Mixer mixes tokens with an MLP over the token axis (no weight matrix)"
 
     def __init__(
         self,

@@ -82,6 +82,7 @@ class AttentionBase(nn.Module):
     supports_causal = True
     supports_cross = True
     fixed_length = False
+    has_attention_weights = True  # routed through ``probe`` (attnzoo.viz.record_attention)
 
     def __init__(
         self,
@@ -213,17 +214,22 @@ class AttentionBase(nn.Module):
         self, x: torch.Tensor, context: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``q (B, nh, L, hd)``, ``k, v (B, nkv, S, hd)`` from the projections."""
-        source = x if context is None else context
+        k, v = self.project_kv(x if context is None else context)
+        return self.project_query(x), k, v
+
+    def project_query(self, x: torch.Tensor) -> torch.Tensor:
+        """``q (B, nh, L, hd)`` from ``x (B, L, C)``."""
         batch, q_len, _ = x.shape
-        kv_len = source.shape[1]
         q = self.q_proj(x).view(batch, q_len, self.num_heads, self.head_dim)  # (B, L, nh, hd)
-        k = self.k_proj(source).view(
-            batch, kv_len, self.num_kv_heads, self.head_dim
-        )  # (B, S, nkv, hd)
-        v = self.v_proj(source).view(
-            batch, kv_len, self.num_kv_heads, self.head_dim
-        )  # (B, S, nkv, hd)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        return q.transpose(1, 2)
+
+    def project_kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k, v (B, nkv, S, hd)`` from the key/value source ``(B, S, C_ctx)``."""
+        batch, kv_len, _ = source.shape
+        shape = (batch, kv_len, self.num_kv_heads, self.head_dim)
+        k = self.k_proj(source).view(shape)  # (B, S, nkv, hd)
+        v = self.v_proj(source).view(shape)  # (B, S, nkv, hd)
+        return k.transpose(1, 2), v.transpose(1, 2)
 
     def attend_scores(
         self,

@@ -8,17 +8,10 @@ from torch import nn
 
 from attnzoo._checks import check_choice, check_finite, check_positive_int, type_name
 from attnzoo.layers.helpers import to_2tuple
-from attnzoo.registry import POSITIONAL, Paper
+from attnzoo.papers import DOSOVITSKIY_2021
+from attnzoo.registry import POSITIONAL
 
 __all__ = ["LearnedPositionalEmbedding2d"]
-
-DOSOVITSKIY_2021 = Paper(
-    title="An Image is Worth 16x16 Words: Transformers for Image Recognition at Scale",
-    authors="Dosovitskiy, Beyer, Kolesnikov, Weissenborn, Zhai, Unterthiner, Dehghani, "
-    "Minderer, Heigold, Gelly, Uszkoreit, Houlsby",
-    year=2021,
-    url="https://arxiv.org/abs/2010.11929",
-)
 
 MODES = ("bicubic", "bilinear", "nearest")
 

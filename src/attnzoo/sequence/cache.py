@@ -102,6 +102,22 @@ class KVCache:
         self._len = new_len
         return self.k, self.v
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows ``index`` (a ``(B',)`` long tensor), in that order: beam search.
+
+        Example:
+            >>> cache = KVCache()
+            >>> _ = cache.update(torch.arange(2.0).view(2, 1, 1, 1), torch.zeros(2, 1, 1, 1))
+            >>> cache.reorder(torch.tensor([1, 1, 0]))
+            >>> cache.k.flatten().tolist()
+            [1.0, 1.0, 0.0]
+        """
+        if not isinstance(index, torch.Tensor) or index.dim() != 1 or index.is_floating_point():
+            raise TypeError(f"index must be a 1-D integer tensor, got {type_name(index)}")
+        if self._k is not None:
+            self._k = self._k.index_select(0, index.to(self._k.device))  # (B', nkv, cap, hd)
+            self._v = self._v.index_select(0, index.to(self._v.device))  # (B', nkv, cap, hd_v)
+
     def _grow(self, old: torch.Tensor | None, like: torch.Tensor, capacity: int) -> torch.Tensor:
         batch, heads, _, width = like.shape
         buffer = like.new_empty(batch, heads, capacity, width)  # (B, nkv, capacity, hd)

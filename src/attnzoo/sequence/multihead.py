@@ -34,6 +34,9 @@ class MultiHeadAttention(AttentionBase):
     ``attnzoo.viz.record_attention`` listens on ``probe``) it runs ``attention_reference`` and
     returns per-head weights (before dropout). Causal masking is bottom-right aligned, so a
     :class:`KVCache` fed one token at a time reproduces one causal call on the whole sequence.
+    With a ``context`` (cross-attention) the cache instead keeps the context's projected keys
+    and values from its first call and reuses them at every later step (the context is the
+    same encoder output throughout a decoding; only its shape is checked).
     To copy weights from or to ``torch.nn.MultiheadAttention`` see
     :mod:`attnzoo.sequence.interop`.
 
@@ -99,16 +102,21 @@ class MultiHeadAttention(AttentionBase):
         cache: KVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         x, context, unbatched = self.check_inputs(x, context, is_causal)
-        q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nkv, S, hd) x 2
-        if cache is not None:
-            if not isinstance(cache, KVCache):
-                raise TypeError(f"cache must be an attnzoo.KVCache, got {type(cache).__name__}")
-            if context is not None:
+        if cache is not None and not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be an attnzoo.KVCache, got {type(cache).__name__}")
+        if cache is not None and context is not None and len(cache):
+            # cross-attention: the context's keys and values were projected at the first call
+            if cache.k.shape[0] != x.shape[0] or len(cache) != context.shape[1]:
                 raise ValueError(
-                    "cache= caches self-attention keys; for cross-attention the context's keys "
-                    "do not change between steps, so call without a cache"
+                    f"this cache holds the keys of a context (B, S) = ({cache.k.shape[0]}, "
+                    f"{len(cache)}), but the context is {tuple(context.shape[:2])}; a "
+                    "cross-attention cache serves one context: reset() it for another"
                 )
-            k, v = cache.update(k, v)  # (B, nkv, S_total, hd)
+            q, k, v = self.project_query(x), cache.k, cache.v  # (B, nh, L, hd), (B, nkv, S, hd)
+        else:
+            q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nkv, S, hd) x 2
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, nkv, S_total, hd)
         batch, _, q_len, _ = q.shape
         mask = self.check_mask(mask, batch, q_len, k.shape[2], q.dtype)
         if need_weights or self.probe.recording:

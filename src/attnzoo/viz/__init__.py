@@ -1,5 +1,65 @@
-"""Seeing what attention does: weight capture (``record_attention``)."""
+"""Seeing what attention does: weight capture, maps, masks, positional pictures, the gallery.
 
+``record_attention`` captures the weights of any model. The numeric functions (rollout, mean
+attention distance, position-embedding similarity, patch-embedding components, mask grids,
+the binary counter) need only torch; the ``plot_*`` functions and :func:`plot` import matplotlib
+when they run (``pip install 'attnzoo[viz]'``), never at ``import attnzoo.viz``. Every plot
+function returns the matplotlib ``Figure`` and takes ``ax=`` (draw into your axes) and ``out=``
+(save a PNG).
+"""
+
+from attnzoo.viz._demos import demo_images
+from attnzoo.viz.charts import (
+    NadarayaWatsonExample,
+    nadaraya_watson_example,
+    plot_nadaraya_watson,
+    plot_nadaraya_watson_weights,
+)
+from attnzoo.viz.gallery import KINDS, plot
+from attnzoo.viz.maps import attention_rollout, plot_attention, plot_heads, plot_rollout
+from attnzoo.viz.masks import demo_options, mask_grid, pattern_names, plot_mask, plot_patterns
+from attnzoo.viz.positional import (
+    binary_counter,
+    plot_binary_counter,
+    plot_position_similarity,
+    plot_sinusoidal,
+    position_embedding_similarity,
+    sinusoid_heatmap,
+)
 from attnzoo.viz.record import record_attention
+from attnzoo.viz.vit import (
+    mean_attention_distance,
+    patch_embedding_components,
+    plot_attention_distance,
+    plot_patch_components,
+)
 
-__all__ = ["record_attention"]
+__all__ = [
+    "KINDS",
+    "NadarayaWatsonExample",
+    "attention_rollout",
+    "binary_counter",
+    "demo_images",
+    "demo_options",
+    "mask_grid",
+    "mean_attention_distance",
+    "nadaraya_watson_example",
+    "patch_embedding_components",
+    "pattern_names",
+    "plot",
+    "plot_attention",
+    "plot_attention_distance",
+    "plot_binary_counter",
+    "plot_heads",
+    "plot_mask",
+    "plot_nadaraya_watson",
+    "plot_nadaraya_watson_weights",
+    "plot_patch_components",
+    "plot_patterns",
+    "plot_position_similarity",
+    "plot_rollout",
+    "plot_sinusoidal",
+    "position_embedding_similarity",
+    "record_attention",
+    "sinusoid_heatmap",
+]
