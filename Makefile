@@ -1,4 +1,4 @@
-# Two commands: `make demo` runs the main job, `make test` runs lint and the default test suite.
+# Two commands: `make demo` runs the main job (the arena), `make test` runs lint and the tests.
 # Both create .venv when missing and install with the pinned versions of constraints.txt.
 PYTHON ?= python3
 VENV   := .venv
@@ -10,13 +10,14 @@ STAMP  := $(VENV)/.attnzoo-installed
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,viz,data]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,viz]' mlxtend scikit-learn
 	@# timm is only a test oracle; its torchvision dependency has no CPU build, so no deps.
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps timm PyYAML
+	@# vaderSentiment ships the lexicon the text tasks read; its code (and requests) is unused.
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps timm PyYAML vaderSentiment
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/attnzoo bench speed --names mha,torch_mha --lengths 512,1024,2048
+	$(BIN)/attnzoo arena --preset quick --out arena-results
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples conftest.py

@@ -66,6 +66,26 @@ def _build_parser() -> _Parser:
     p.add_argument("kind", metavar="KIND", type=gallery.check_kind, help="the picture")
     p.add_argument("options", nargs=argparse.REMAINDER, help="the kind's options, --out FILE.png")
 
+    p = sub.add_parser(
+        "arena",
+        help="the main job: LRA-style benchmark of every mechanism (score, speed, memory)",
+        description="Train and measure the sequence and efficient mechanisms on the arena "
+        "tasks (ListOps, Text, Retrieval, Image, Pathfinder); writes results.jsonl, report.md "
+        "and bubble.png into --out.",
+    )
+    p.add_argument("--preset", default="quick", help="smoke, quick (default), standard, paper")
+    p.add_argument("--out", default="arena-results", help="results folder")
+    p.add_argument("--tasks", type=_name_list, help="e.g. listops,text (default: all)")
+    p.add_argument("--mechanisms", type=_name_list, help="e.g. mha,local (default: all)")
+    p.add_argument("--seeds", type=_nonneg_int_list, help="e.g. 0,1,2 (default: the preset's)")
+    p.add_argument("--steps", type=_positive_int, help="override the training steps of every run")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    p.add_argument("--threads", type=_positive_int, help="torch threads (default: torch's)")
+    p.add_argument("--resume", action="store_true", help="skip finished runs, continue the last")
+    p.add_argument("--no-efficiency", action="store_true", help="skip the speed/memory sweep")
+    p.add_argument("--data-dir", help="folder with the original LRA files, one subfolder per task")
+    p.add_argument("--cache-dir", help="where generated data is cached (default ~/.cache/attnzoo)")
+
     p = sub.add_parser("catalogue", help="markdown catalogue of the registry")
     p.add_argument("--output", help="write the catalogue to this file")
     p.add_argument("--readme", help="refresh the table between the README's catalogue markers")
@@ -254,6 +274,39 @@ def _cmd_plot(args) -> int:
         raise UsageError(str(error).splitlines()[0]) from None
     print(f"wrote {path}")
     return 0
+
+
+def _cmd_arena(args) -> int:
+    import torch
+
+    from attnzoo.arena.runner import ArenaConfig, ArenaError, run_arena
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"argument --device: {args.device!r} requested but CUDA is not available")
+    config = ArenaConfig(
+        preset=args.preset,
+        out=args.out,
+        tasks=args.tasks,
+        mechanisms=args.mechanisms,
+        seeds=args.seeds,
+        steps=args.steps,
+        device=args.device,
+        resume=args.resume,
+        efficiency=not args.no_efficiency,
+        data_dir=args.data_dir,
+        cache_dir=args.cache_dir,
+        threads=args.threads,
+    )
+    try:
+        result = run_arena(config)
+    except ArenaError as error:
+        raise UsageError(str(error)) from None
+    if result["report"] is not None:
+        state = "interrupted: partial report" if result["interrupted"] else "report"
+        print(f"arena {state}: {result['report']}")
+        if result["interrupted"]:
+            print(f"continue with: attnzoo arena --preset {args.preset} --out {args.out} --resume")
+    return 130 if result["interrupted"] else 0
 
 
 def _cmd_catalogue(args) -> int:
@@ -474,6 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_plot(args)
         if args.command == "catalogue":
             return _cmd_catalogue(args)
+        if args.command == "arena":
+            return _cmd_arena(args)
         if args.bench == "vision":
             return _cmd_bench_vision(args)
         if args.bench in ("vit", "decode"):

@@ -2,7 +2,7 @@
 
 from attnzoo.registry import Paper
 
-__all__ = ["BAHDANAU_2015", "DOSOVITSKIY_2021", "VASWANI_2017"]
+__all__ = ["BAHDANAU_2015", "DOSOVITSKIY_2021", "LRA_2021", "VASWANI_2017"]
 
 VASWANI_2017 = Paper(
     title="Attention Is All You Need",
@@ -24,4 +24,11 @@ DOSOVITSKIY_2021 = Paper(
     "Minderer, Heigold, Gelly, Uszkoreit, Houlsby",
     year=2021,
     url="https://arxiv.org/abs/2010.11929",
+)
+
+LRA_2021 = Paper(
+    title="Long Range Arena: A Benchmark for Efficient Transformers",
+    authors="Tay, Dehghani, Abnar, Shen, Bahri, Pham, Rao, Yang, Ruder, Metzler",
+    year=2021,
+    url="https://arxiv.org/abs/2011.04006",
 )

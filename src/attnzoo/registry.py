@@ -1,9 +1,14 @@
 """Registries: every mechanism, encoding, module and model in attnzoo, by name.
 
 One :class:`Registry` per family (``positional``, ``sequence``, ``efficient``, ``vision``,
-``models``). Names are unique across all families, so ``attnzoo.create(name)`` needs no family.
-Registration is explicit: each family's ``__init__`` imports its modules, and each module
-decorates its class with ``@REGISTRY.register(...)``.
+``models``, ``arena``). Names are unique across all families, so ``attnzoo.create(name)`` needs
+no family. Registration is explicit: each family's ``__init__`` imports its modules, and each
+module decorates its class with ``@REGISTRY.register(...)``.
+
+The ``arena`` family (the benchmark's tasks) sits above the library, which never imports it: it
+is loaded on first need — a name that is not found, or a listing of all names or of the arena —
+from :data:`LAZY_FAMILIES`, so ``attnzoo.create("listops", seed=0)`` works without importing
+``attnzoo.arena`` first.
 
 Example:
     >>> import attnzoo
@@ -20,11 +25,34 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-__all__ = ["FAMILIES", "Entry", "Paper", "Registry", "all_entries", "get_entry", "list_names"]
+__all__ = [
+    "FAMILIES",
+    "LAZY_FAMILIES",
+    "Entry",
+    "Paper",
+    "Registry",
+    "all_entries",
+    "get_entry",
+    "list_names",
+]
 
 T = TypeVar("T")
 
-FAMILIES = ("positional", "sequence", "efficient", "vision", "models")
+FAMILIES = ("positional", "sequence", "efficient", "vision", "models", "arena")
+# Families registered by modules above the library, imported on first need (see above).
+LAZY_FAMILIES = {"arena": "attnzoo.arena.tasks"}
+_loaded_lazy: set[str] = set()
+
+
+def _load_lazy(family: str | None = None) -> None:
+    """Import the modules of the lazily registered families (``family``, or all of them)."""
+    import importlib
+
+    for name, module in LAZY_FAMILIES.items():
+        if (family is None or family == name) and name not in _loaded_lazy:
+            _loaded_lazy.add(name)
+            importlib.import_module(module)
+
 
 # Every name of every family, for cross-family uniqueness and family-free lookup.
 _ALL: dict[str, Entry] = {}
@@ -154,7 +182,8 @@ SEQUENCE = Registry("sequence")
 EFFICIENT = Registry("efficient")
 VISION = Registry("vision")
 MODELS = Registry("models")
-REGISTRIES = {r.family: r for r in (POSITIONAL, SEQUENCE, EFFICIENT, VISION, MODELS)}
+ARENA = Registry("arena")
+REGISTRIES = {r.family: r for r in (POSITIONAL, SEQUENCE, EFFICIENT, VISION, MODELS, ARENA)}
 
 
 def get_entry(name: str) -> Entry:
@@ -162,12 +191,15 @@ def get_entry(name: str) -> Entry:
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     if name not in _ALL:
+        _load_lazy()
+    if name not in _ALL:
         raise _unknown_name_error(name, _ALL, "name")
     return _ALL[name]
 
 
 def all_entries() -> list[Entry]:
     """Every entry, sorted by family then name."""
+    _load_lazy()
     return sorted(_ALL.values(), key=lambda e: (FAMILIES.index(e.family), e.name))
 
 
@@ -186,6 +218,8 @@ def list_names(
     """
     if family is not None and family not in REGISTRIES:
         raise ValueError(f"family must be one of {FAMILIES} or None, got {family!r}")
+    if family is None or family in LAZY_FAMILIES:
+        _load_lazy(family)
     if isinstance(tags, str):
         tags = (tags,)
     wanted = set(tags)

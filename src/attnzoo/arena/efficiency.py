@@ -35,7 +35,16 @@ from typing import Any
 
 from attnzoo.arena.io import write_json_atomic
 
-__all__ = ["BASELINES", "SpeedConfig", "SpeedResult", "format_table", "run_speed", "write_json"]
+__all__ = [
+    "BASELINES",
+    "SpeedConfig",
+    "SpeedResult",
+    "TrainStepConfig",
+    "format_table",
+    "run_speed",
+    "run_train_steps",
+    "write_json",
+]
 
 BASELINES = ("torch_mha", "flex_local")
 
@@ -162,19 +171,14 @@ def _flex_local(dim: int, heads: int, *, causal: bool, window: int = 256):
     return FlexLocal()
 
 
-def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
-    """One measurement in this (fresh) process: ``mode`` is ``"memory"`` or ``"time"``."""
-    import gc
-
+def _mixer_step(cfg: dict[str, Any]):
+    """``once()`` of a token-mixer measurement (forward, or forward + backward)."""
     import torch
 
-    torch.set_num_threads(cfg["threads"])
-    torch.manual_seed(0)
     length = cfg["length"]
     module, call = _build(cfg, length)
     device, dtype = cfg["device"], getattr(torch, cfg["dtype"])
     x = torch.randn(cfg["batch"], length, cfg["dim"], device=device, dtype=dtype)
-    cuda = device.startswith("cuda")
 
     def once() -> None:
         if cfg["backward"]:
@@ -183,12 +187,70 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
         else:
             with torch.no_grad():
                 call(x)
-        if cuda:
-            torch.cuda.synchronize()
 
     module.train(cfg["backward"])
     if cfg["backward"]:
         x.requires_grad_(True)
+    return once
+
+
+def _train_step(cfg: dict[str, Any]):
+    """``once()`` of one optimiser step of the LRA text model (forward + backward + AdamW).
+
+    ``vanilla`` is the dense Transformer as LRA measured it in 2020: ``mha`` on its reference
+    path, which materialises the ``L x S`` scores and weights (attnzoo's probe flag forces it).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    import attnzoo
+    from attnzoo.layers.probe import AttentionProbe
+
+    name, length = cfg["name"], cfg["length"]
+    mechanism = "mha" if name == "vanilla" else name
+    model = attnzoo.create_model(
+        "encoder_classifier",
+        vocab_size=257,
+        num_classes=2,
+        max_len=length,
+        attention=mechanism,
+        attention_kwargs=cfg.get("options", {}),
+        **cfg["model"],
+    ).to(cfg["device"])
+    if name == "vanilla":
+        for module in model.modules():
+            if isinstance(module, AttentionProbe):
+                module.recording = True  # the reference path: scores materialised
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    tokens = torch.randint(1, 257, (cfg["batch"], length), device=cfg["device"])
+    labels = torch.randint(0, 2, (cfg["batch"],), device=cfg["device"])
+    model.train()
+
+    def once() -> None:
+        loss = F.cross_entropy(model(tokens), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return once
+
+
+def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in this (fresh) process: ``mode`` is ``"memory"`` or ``"time"``."""
+    import gc
+
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    step = _train_step(cfg) if cfg.get("kind") == "train_step" else _mixer_step(cfg)
+    cuda = cfg["device"].startswith("cuda")
+
+    def once() -> None:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+
     once()  # warm-up: compilation, plan caches, lazy buffers
     if cfg["mode"] == "memory":
         gc.collect()
@@ -213,15 +275,15 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": statistics.median(times)}
 
 
-def _run_worker(config: SpeedConfig, cfg: dict[str, Any], env: dict[str, str]):
+def _run_worker(timeout: float, cfg: dict[str, Any], env: dict[str, str]):
     """Run one worker subprocess; returns its JSON result or an error string."""
     command = [sys.executable, "-m", "attnzoo.arena.efficiency", json.dumps(cfg)]
     try:
         proc = subprocess.run(
-            command, capture_output=True, text=True, timeout=config.timeout, env=env, check=False
+            command, capture_output=True, text=True, timeout=timeout, env=env, check=False
         )
     except subprocess.TimeoutExpired:
-        return f"timeout after {config.timeout:g} s"
+        return f"timeout after {timeout:g} s"
     if proc.returncode != 0:
         if proc.returncode < 0:
             return f"killed by signal {-proc.returncode} (out of memory?)"
@@ -233,19 +295,77 @@ def _run_worker(config: SpeedConfig, cfg: dict[str, Any], env: dict[str, str]):
 def _measure(config: SpeedConfig, name: str, length: int) -> SpeedResult:
     cfg = {**asdict(config), "name": name, "length": length}
     cfg["options"] = config.options.get(name, {})
-    env = {**os.environ, "OMP_NUM_THREADS": str(config.threads)}
+    return _measure_cfg(config.timeout, config.threads, cfg, name, length)
+
+
+def _measure_cfg(
+    timeout: float, threads: int, cfg: dict[str, Any], name: str, length: int
+) -> SpeedResult:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     # Memory: a fixed glibc mmap threshold makes every large tensor its own mapping, returned
     # on free, so resident memory tracks live tensors instead of the allocator's history. It
     # slows allocation (page faults), so time is measured in another process without it.
     memory = _run_worker(
-        config, {**cfg, "mode": "memory"}, {**env, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        timeout, {**cfg, "mode": "memory"}, {**env, "MALLOC_MMAP_THRESHOLD_": "65536"}
     )
     if isinstance(memory, str):
         return SpeedResult(name, length, None, None, memory)
-    timing = _run_worker(config, {**cfg, "mode": "time"}, env)
+    timing = _run_worker(timeout, {**cfg, "mode": "time"}, env)
     if isinstance(timing, str):
         return SpeedResult(name, length, None, memory["peak_mb"], timing)
     return SpeedResult(name, length, timing["seconds"], memory["peak_mb"])
+
+
+@dataclass
+class TrainStepConfig:
+    """The LRA Table 2 sweep: optimiser steps of the text-task model per mechanism and length."""
+
+    names: list[str]
+    lengths: list[int]
+    model: dict[str, Any]
+    batch: int = 1
+    device: str = "cpu"
+    threads: int = 2
+    repeats: int = 3
+    warmup: int = 1
+    timeout: float = 900.0
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    isolate: bool = True  # fresh processes (time and memory); False: time only, in-process
+
+
+def run_train_steps(config: TrainStepConfig, progress=None) -> list[SpeedResult]:
+    """Seconds per training step and peak memory of every ``(name, length)``, fresh processes.
+
+    ``names`` are mechanisms plus the baseline ``vanilla`` (dense with materialised scores);
+    ``options[name][length]`` (or ``options[name]``) are the mechanism's constructor options.
+    """
+    results = []
+    for length in config.lengths:
+        for name in config.names:
+            options = config.options.get(name, {})
+            options = options.get(length, options) if isinstance(options, dict) else {}
+            cfg = {
+                "kind": "train_step",
+                "name": name,
+                "length": length,
+                "model": config.model,
+                "batch": config.batch,
+                "device": config.device,
+                "threads": config.threads,
+                "repeats": config.repeats,
+                "warmup": config.warmup,
+                "options": options,
+                "dtype": "float32",
+            }
+            if config.isolate:
+                result = _measure_cfg(config.timeout, config.threads, cfg, name, length)
+            else:  # quick look (the smoke preset): no fresh process, so no memory figure
+                seconds = _worker({**cfg, "mode": "time"})["seconds"]
+                result = SpeedResult(name, length, seconds, None)
+            results.append(result)
+            if progress is not None:
+                progress(result)
+    return results
 
 
 def run_speed(config: SpeedConfig, progress=None) -> list[SpeedResult]:

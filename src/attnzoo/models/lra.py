@@ -11,23 +11,17 @@ from torch import nn
 from attnzoo._checks import check_choice, check_positive_int, check_probability
 from attnzoo.models._blocks import EncoderLayer, build_positions, check_padding_mask, check_tokens
 from attnzoo.models._state import CheckedLoadMixin
-from attnzoo.registry import MODELS, Paper
+from attnzoo.papers import LRA_2021
+from attnzoo.registry import MODELS
 
-__all__ = ["TAY_2021", "EncoderClassifier"]
-
-TAY_2021 = Paper(
-    title="Long Range Arena: A Benchmark for Efficient Transformers",
-    authors="Tay, Dehghani, Abnar, Shen, Bahri, Pham, Rao, Yang, Ruder, Metzler",
-    year=2021,
-    url="https://arxiv.org/abs/2011.04006",
-)
+__all__ = ["EncoderClassifier"]
 
 POOLINGS = ("mean", "cls")
 
 
 @MODELS.register(
     "encoder_classifier",
-    paper=TAY_2021,
+    paper=LRA_2021,
     tags=("encoder", "classification", "lra"),
     complexity="O(L^2 d) per layer with mha; attention per its mechanism",
 )
