@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import attnzoo
 from attnzoo.cli import main
 
 
@@ -47,6 +48,27 @@ def test_mask_draws_the_pattern(capsys):
     assert out.splitlines()[0] == "######"
 
 
+def test_list_says_when_nothing_matches(capsys):
+    code, out, err = run(capsys, "list", "zzz*")
+    assert code == 1 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "no registered name matches 'zzz*'" in err
+    code, _, err = run(capsys, "list", "--family", "vision", "--tags", "no_such_tag")
+    assert code == 1 and "family vision, tags no_such_tag" in err
+
+
+def test_mask_options_of_every_annotation(capsys):
+    code, out, _ = run(capsys, "mask", "prefix_lm", "--length", "4", "--prefix-len", "2", "--ascii")
+    assert code == 0 and out.splitlines()[:4] == ["##..", "##..", "###.", "####"]
+    code, out, _ = run(capsys, "mask", "prefix_lm", "--length", "3", "--prefix-len", "1,3")
+    assert code == 0 and "prefix_lm: L=3" in out  # a per-sample (B,) tensor: sample 0 drawn
+    code, out, _ = run(capsys, "mask", "document", "--length", "3", "--document-ids", "0,0,1")
+    assert code == 0 and "5 of 9 pairs" in out
+    code, out, _ = run(
+        capsys, "mask", "sliding_window", "--length", "3", "--window", "1", "--causal", "--ascii"
+    )
+    assert code == 0 and out.splitlines()[:3] == ["#..", "##.", ".##"]
+
+
 @pytest.mark.parametrize(
     ("argv", "flag"),
     [
@@ -61,6 +83,15 @@ def test_mask_draws_the_pattern(capsys):
         (["bench", "speed", "--names", "mha", "--lengths", "8", "--timeout", "nan"], "--timeout"),
         (["bench", "speed", "--names", "mha", "--lengths", "8", "--heads", "-1"], "--heads"),
         (["bench", "speed", "--names", "mha", "--lengths", "8", "--option", "x"], "--option"),
+        (["bench", "speed", "--names", "mha", "--lengths", "8", "--timeout", "0"], "--timeout"),
+        (["bench", "speed", "--names", "mha", "--lengths", "8", "--timeout", "-1"], "--timeout"),
+        (["mask", "causal", "--length", "4", "--window", "3"], "--window"),
+        (
+            ["mask", "sliding_window", "--length", "4", "--window", "1", "--block-size=2"],
+            "--block-size",
+        ),
+        (["mask", "sliding_window", "--length", "4", "--window", "-1"], "--window"),
+        (["mask", "prefix_lm", "--length", "4", "--prefix-len", "x"], "--prefix-len"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, flag):
@@ -90,7 +121,7 @@ def test_bench_speed_end_to_end(tmp_path):
             "bench",
             "speed",
             "--names",
-            "mha,torch_mha",
+            "mha,torch_mha,local",
             "--lengths",
             "32",
             "--dim",
@@ -109,9 +140,46 @@ def test_bench_speed_end_to_end(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "| mha | 32 |" in proc.stdout and "| torch_mha | 32 |" in proc.stdout
+    # local's default window (256) covers L = 32: it ran dense SDPA, and the output says so
+    notes = [line for line in proc.stdout.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and notes[0].startswith("note: local at L=32 ran dense SDPA")
+    assert "window=256 >= max(L, S) - 1 = 31" in notes[0]
     data = json.loads(output.read_text())
-    assert {r["name"] for r in data["results"]} == {"mha", "torch_mha"}
+    assert {r["name"] for r in data["results"]} == {"mha", "torch_mha", "local"}
     assert all(r["error"] is None and r["seconds"] > 0 for r in data["results"])
+    assert {r["name"]: r["note"] is not None for r in data["results"]} == {
+        "mha": False,
+        "torch_mha": False,
+        "local": True,
+    }
+
+
+def test_bench_speed_exits_1_when_a_cell_fails(capsys):
+    # Linformer built for 8 keys refuses 32: the cell fails, the table says so, exit status 1
+    code, out, err = run(
+        capsys,
+        *("bench", "speed", "--names", "linformer", "--lengths", "32", "--dim", "16"),
+        *("--heads", "2", "--repeats", "1", "--option", "linformer:seq_len=8"),
+    )
+    assert code == 1
+    assert "| linformer | 32 | error: " in out and "seq_len" in out
+    assert "1 of 1 cells failed: linformer L=32" in err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "short"),
+    [
+        ("local", {"window": 8}, 9),
+        ("strided", {"stride": 8}, 9),
+        ("sparse_transformer", {"block": 8}, 8),
+        ("bigbird", {"block_size": 2}, 14),
+    ],
+)
+def test_dense_reason_matches_the_dense_fallback(name, options, short):
+    module = attnzoo.create(name, 16, num_heads=2, **options)
+    assert isinstance(module.dense_reason(short, short), str)  # the note of bench speed
+    assert module.dense_reason(4 * short, 4 * short) is None
+    assert not hasattr(attnzoo.create("mha", 16, num_heads=2), "dense_reason")
 
 
 def test_bench_vision_with_training(tmp_path, capsys):

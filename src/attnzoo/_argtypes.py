@@ -14,6 +14,7 @@ __all__ = [
     "name_list",
     "nonneg_int",
     "nonneg_int_list",
+    "positive_float",
     "positive_int",
     "positive_int_list",
 ]
@@ -49,6 +50,14 @@ def finite_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (a duration: 0 would fail every cell at once)."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
     return value
 
 

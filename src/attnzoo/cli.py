@@ -1,6 +1,8 @@
 """``attnzoo`` command line: list, info, mask, plot, catalogue, bench.
 
-User errors (bad flags, unknown names) exit with code 2 and one line naming the flag.
+User errors (bad flags, unknown names, options a mask does not take) exit with code 2 and one
+line naming the flag. ``list`` with no match and ``bench speed`` with a failed cell exit with
+code 1 and say so on stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any, NoReturn
 from attnzoo._argtypes import finite_float as _finite_float
 from attnzoo._argtypes import name_list as _name_list
 from attnzoo._argtypes import nonneg_int_list as _nonneg_int_list
+from attnzoo._argtypes import positive_float as _positive_float
 from attnzoo._argtypes import positive_int as _positive_int
 from attnzoo._argtypes import positive_int_list as _int_list
 
@@ -108,7 +111,7 @@ def _build_parser() -> _Parser:
     s.add_argument("--warmup", type=_positive_int, default=1)
     s.add_argument("--backward", action="store_true", help="time forward + backward")
     s.add_argument("--causal", action="store_true", help="call with is_causal=True")
-    s.add_argument("--timeout", type=_finite_float, default=600.0, help="seconds per cell")
+    s.add_argument("--timeout", type=_positive_float, default=600.0, help="seconds per cell (> 0)")
     s.add_argument(
         "--option",
         action="append",
@@ -169,6 +172,18 @@ def _cmd_list(args) -> int:
         names = attnzoo.list_names(args.pattern, family=args.family, tags=args.tags)
     except ValueError as error:
         raise UsageError(f"argument --family: {error}") from None
+    if not names:
+        where = "".join(
+            f", {label} {value}"
+            for label, value in (("family", args.family), ("tags", ",".join(args.tags)))
+            if value
+        )
+        print(
+            f"attnzoo: no registered name matches {args.pattern!r}{where}; `attnzoo list` "
+            "shows every name",
+            file=sys.stderr,
+        )
+        return 1
     width = max((len(n) for n in names), default=0)
     for name in names:
         entry = attnzoo.info(name)
@@ -203,17 +218,30 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _int_or_int_list(text: str) -> int | list[int]:
+    """``2`` -> 2, ``2,3`` -> [2, 3]: for options typed ``int | Tensor`` (``prefix_len``)."""
+    values = _nonneg_int_list(text)
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
 def _mask_parameter_type(param: inspect.Parameter):
+    """The argparse type of a mask option, from its annotation (a string: postponed)."""
     annotation = str(param.annotation)
     if param.default is not inspect.Parameter.empty and isinstance(param.default, bool):
         return "flag"
-    if "Sequence" in annotation or "Tensor" in annotation:
+    if "Sequence" in annotation:
         return _nonneg_int_list
+    if "Tensor" in annotation:
+        return _int_or_int_list if "int" in annotation else _nonneg_int_list
     if "int" in annotation:
         return int
     if "float" in annotation:
         return _finite_float
     return str
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _cmd_mask(args, extra: list[str]) -> int:
@@ -225,16 +253,20 @@ def _cmd_mask(args, extra: list[str]) -> int:
         known = ", ".join(sorted(masks.MASK_FUNCTIONS))
         raise UsageError(f"argument name: unknown mask {args.name!r}; choose from {known}")
     factory = masks.MASK_FUNCTIONS[args.name]
-    sub = _Parser(prog=f"attnzoo mask {args.name}")
+    sub = _Parser(prog=f"attnzoo mask {args.name}", allow_abbrev=False)
     auto = {"q_len": args.length, "kv_len": args.kv_length or args.length}
-    for param in inspect.signature(factory).parameters.values():
+    params = inspect.signature(factory).parameters
+    flags = {}
+    for param in params.values():
         if param.name in auto:
             continue
-        flag = "--" + param.name.replace("_", "-")
+        flag = flags[param.name] = _flag(param.name)
         kind = _mask_parameter_type(param)
         required = param.default is inspect.Parameter.empty
         if kind == "flag":
-            sub.add_argument(flag, dest=param.name, action="store_true")
+            sub.add_argument(
+                flag, dest=param.name, action=argparse.BooleanOptionalAction, default=param.default
+            )
         else:
             sub.add_argument(
                 flag,
@@ -243,16 +275,28 @@ def _cmd_mask(args, extra: list[str]) -> int:
                 required=required,
                 default=None if required else param.default,
             )
-    options = vars(sub.parse_args(extra))
+    parsed, unknown = sub.parse_known_args(extra)
+    if unknown:
+        stray = next((item for item in unknown if item.startswith("-")), None)
+        if stray is None:
+            raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+        takes = ", ".join(flags.values()) or "no options"
+        raise UsageError(
+            f"argument {stray.partition('=')[0]}: the {args.name} mask does not take this "
+            f"option; it takes {takes} (besides --length, --kv-length, --ascii)"
+        )
+    options = vars(parsed)
     for key, value in options.items():
-        if isinstance(value, list) and key == "document_ids":
+        if isinstance(value, list) and "Tensor" in str(params[key].annotation):
             options[key] = torch.tensor(value)
-    params = inspect.signature(factory).parameters
     options.update({k: v for k, v in auto.items() if k in params})
     try:
         mask_mod = factory(**options)
     except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
+        message = str(error).splitlines()[0]
+        blamed = [name for name in flags if message.startswith(f"{name} ")]
+        prefix = f"argument {flags[blamed[0]]}: " if blamed else ""
+        raise UsageError(prefix + message) from None
     kv_len = args.kv_length or args.length
     grid = masks.materialize(mask_mod, args.length, kv_len)[0, 0]
     style = {"filled": "#", "empty": "."} if args.ascii else {}
@@ -343,7 +387,15 @@ def _cmd_catalogue(args) -> int:
 
 def _cmd_bench_speed(args) -> int:
     import attnzoo
-    from attnzoo.arena.efficiency import BASELINES, SpeedConfig, format_table, run_speed, write_json
+    from attnzoo.arena.efficiency import (
+        BASELINES,
+        SpeedConfig,
+        dense_notes,
+        failed_cells,
+        format_table,
+        run_speed,
+        write_json,
+    )
 
     for name in args.names:
         if name in BASELINES:
@@ -403,8 +455,18 @@ def _cmd_bench_speed(args) -> int:
     results = run_speed(config, progress=progress)
     reference = "mha" if "mha" in args.names else args.names[0]
     print(format_table(results, reference=reference))
+    for line in dense_notes(results):
+        print(line)
     if args.output:
         write_json(args.output, config, results)
+    failed = failed_cells(results)
+    if failed:  # the table says which; the exit status lets scripts and CI see it
+        print(
+            f"attnzoo: bench speed: {len(failed)} of {len(results)} cells failed: "
+            + "; ".join(failed),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

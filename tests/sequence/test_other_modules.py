@@ -90,6 +90,34 @@ def test_nadaraya_watson_module_gradient_reaches_w():
     assert nw.w.grad is not None and torch.isfinite(nw.w.grad).all()
 
 
+@pytest.mark.parametrize("projections", [False, True])
+@pytest.mark.parametrize(
+    ("values", "error", "match"),
+    [
+        (torch.randn(3, 5, 4), ValueError, r"^values must be \(B, S, C_v\) with the batch of x"),
+        (torch.randn(1, 5, 4), ValueError, r"with the batch of x, B = 2"),
+        (torch.randn(2, 4, 4), ValueError, r"one row per key, S = 5"),
+        (torch.randn(2, 5, 4, dtype=torch.float64), TypeError, r"^values must match x in dtype"),
+        ([[1.0]], TypeError, r"^values must be a torch.Tensor"),
+    ],
+)  # fmt: skip
+def test_nadaraya_watson_values_must_match_the_queries(values, error, match, projections):
+    nw = attnzoo.create("nadaraya_watson", 4, projections=projections)
+    x, context = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    with pytest.raises(error, match=match):  # a batch-1 values used to broadcast silently
+        nw(x, context, values=values)
+
+
+def test_nadaraya_watson_values_width():
+    x, context, values = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6)
+    plain = attnzoo.create("nadaraya_watson", 4)  # no projections: any width, output C_v
+    assert plain(x, context, values=values).shape == (2, 3, 6)
+    assert plain(x[0], context[0], values=values[0]).shape == (3, 6)
+    projected = attnzoo.create("nadaraya_watson", 4, projections=True)
+    with pytest.raises(ValueError, match=r"^values must have C_v = context_dim = 4 channels"):
+        projected(x, context, values=values)
+
+
 def test_masked_equals_dense_with_materialized_mask():
     mod = masks.or_masks(masks.sliding_window(2), masks.global_tokens([0]))
     attn = attnzoo.create("masked", 32, num_heads=4, mask_mod=mod).double().eval()

@@ -40,6 +40,8 @@ __all__ = [
     "SpeedConfig",
     "SpeedResult",
     "TrainStepConfig",
+    "dense_notes",
+    "failed_cells",
     "format_table",
     "run_speed",
     "run_train_steps",
@@ -71,13 +73,18 @@ class SpeedConfig:
 
 @dataclass
 class SpeedResult:
-    """One ``(name, L)`` cell: median seconds, peak MB above baseline, or the error."""
+    """One ``(name, L)`` cell: median seconds, peak MB above baseline, or the error.
+
+    ``note`` says why a pattern mechanism ran plain dense SDPA at this length (its
+    ``dense_reason``, e.g. a ``local`` window covering the whole sequence), else None.
+    """
 
     name: str
     length: int
     seconds: float | None
     peak_mb: float | None
     error: str | None = None
+    note: str | None = None
 
 
 def _status_kb(key: str) -> int:
@@ -172,11 +179,16 @@ def _flex_local(dim: int, heads: int, *, causal: bool, window: int = 256):
 
 
 def _mixer_step(cfg: dict[str, Any]):
-    """``once()`` of a token-mixer measurement (forward, or forward + backward)."""
+    """``(once, note)`` of a token-mixer measurement (forward, or forward + backward).
+
+    ``note``: why the mechanism runs plain dense SDPA at this length (``dense_reason``), or None.
+    """
     import torch
 
     length = cfg["length"]
     module, call = _build(cfg, length)
+    dense_reason = getattr(module, "dense_reason", None)
+    note = None if dense_reason is None else dense_reason(length, length)
     device, dtype = cfg["device"], getattr(torch, cfg["dtype"])
     x = torch.randn(cfg["batch"], length, cfg["dim"], device=device, dtype=dtype)
 
@@ -191,7 +203,7 @@ def _mixer_step(cfg: dict[str, Any]):
     module.train(cfg["backward"])
     if cfg["backward"]:
         x.requires_grad_(True)
-    return once
+    return once, note
 
 
 def _train_step(cfg: dict[str, Any]):
@@ -243,7 +255,11 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
-    step = _train_step(cfg) if cfg.get("kind") == "train_step" else _mixer_step(cfg)
+    note = None
+    if cfg.get("kind") == "train_step":
+        step = _train_step(cfg)
+    else:
+        step, note = _mixer_step(cfg)
     cuda = cfg["device"].startswith("cuda")
 
     def once() -> None:
@@ -264,7 +280,7 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
             have_reset = _reset_peak()
             once()
             peak = _status_kb("VmHWM") * 1024 - before if have_reset else float("nan")
-        return {"peak_mb": max(peak, 0) / 2**20}
+        return {"peak_mb": max(peak, 0) / 2**20, "note": note}
     for _ in range(max(cfg["warmup"] - 1, 0)):
         once()
     times = []
@@ -272,7 +288,7 @@ def _worker(cfg: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         once()
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times)}
+    return {"seconds": statistics.median(times), "note": note}
 
 
 def _run_worker(timeout: float, cfg: dict[str, Any], env: dict[str, str]):
@@ -313,7 +329,7 @@ def _measure_cfg(
     timing = _run_worker(timeout, {**cfg, "mode": "time"}, env)
     if isinstance(timing, str):
         return SpeedResult(name, length, None, memory["peak_mb"], timing)
-    return SpeedResult(name, length, timing["seconds"], memory["peak_mb"])
+    return SpeedResult(name, length, timing["seconds"], memory["peak_mb"], note=timing.get("note"))
 
 
 @dataclass
@@ -410,6 +426,21 @@ def format_table(results: list[SpeedResult], reference: str = "mha") -> str:
             f"{_fmt(time_ratio, '.2f')} | {_fmt(r.peak_mb, '.1f')} | {_fmt(mem_ratio, '.2f')} |"
         )
     return "\n".join(rows)
+
+
+def dense_notes(results: list[SpeedResult]) -> list[str]:
+    """One line per cell that ran plain dense SDPA instead of its pattern (see ``note``)."""
+    return [
+        f"note: {r.name} at L={r.length} ran dense SDPA, not its sparse pattern ({r.note}): "
+        "its time and memory are those of dense attention"
+        for r in results
+        if r.note
+    ]
+
+
+def failed_cells(results: list[SpeedResult]) -> list[str]:
+    """``"name L=..: error"`` for every cell that failed; ``bench speed`` exits 1 if any."""
+    return [f"{r.name} L={r.length}: {r.error}" for r in results if r.error]
 
 
 def write_json(path: str | Path, config: SpeedConfig, results: list[SpeedResult]) -> None:

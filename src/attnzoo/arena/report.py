@@ -320,6 +320,12 @@ def write_report(
         "",
         *[f"- {s}" for s in sizes],
         "",
+        *[
+            f"Not in this preset's default selection: `{name}` — {why}."
+            for name, why in getattr(preset, "exclude", {}).items()
+            if name not in {r["mechanism"] for r in records}
+        ],
+        "",
         "## Verdict",
         "",
         verdict(records, efficiency, tasks),

@@ -62,12 +62,13 @@ class ArenaConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def identity(self, preset: Preset) -> dict[str, Any]:
-        """What must match for two calls to share a results folder."""
-        return {
-            "preset": preset.describe(),
-            "steps": self.steps,
-            "data_dir": self.data_dir,
-        }
+        """What must match for two calls to share a results folder.
+
+        Individual runs are compared by their full spec: with ``--resume`` a finished run is
+        skipped only if its recorded spec equals the planned one (a preset whose settings
+        changed since re-runs the changed runs).
+        """
+        return {"preset": preset.name, "steps": self.steps, "data_dir": self.data_dir}
 
 
 def _close(name: str, known: list[str]) -> str:
@@ -93,7 +94,9 @@ def resolve(config: ArenaConfig) -> tuple[Preset, list[str], list[str], list[int
                 f"The arena's tasks are {list(preset.tasks)}."
             )
     known = default_mechanisms()
-    mechanisms = config.mechanisms or preset.mechanisms or known
+    mechanisms = (
+        config.mechanisms or preset.mechanisms or [m for m in known if m not in preset.exclude]
+    )
     for name in mechanisms:
         if name not in known:
             raise ArenaError(
@@ -244,11 +247,12 @@ def _check_folder(out: Path, config: ArenaConfig, preset: Preset) -> list[dict[s
     if manifest.is_file():
         saved = json.loads(manifest.read_text(encoding="utf-8"))
         if saved.get("identity") != identity:
+            theirs = saved.get("identity", {})
             raise ArenaError(
                 f"{out} holds results of another configuration (preset "
-                f"{saved.get('identity', {}).get('preset', {}).get('name')!r}, steps "
-                f"{saved.get('identity', {}).get('steps')}); use another --out, or delete "
-                "the folder to start again"
+                f"{theirs.get('preset')!r}, steps {theirs.get('steps')}, data_dir "
+                f"{theirs.get('data_dir')!r}); use another --out, or delete the folder to "
+                "start again"
             )
         if records and not config.resume:
             raise ArenaError(
@@ -280,7 +284,13 @@ def run_arena(config: ArenaConfig, *, stream=None) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         manifest = {"identity": config.identity(preset), "config": asdict(config)}
         write_json_atomic(out / "arena.json", manifest)
-    finished = {(r["task"], r["mechanism"], r["seed"]) for r in records if r["status"] == "done"}
+    planned = {(x.task, x.mechanism, x.seed): x.as_dict() for x in specs}
+    finished = {
+        (r["task"], r["mechanism"], r["seed"])
+        for r in records
+        if r["status"] == "done"
+        and r.get("spec") == planned.get((r["task"], r["mechanism"], r["seed"]))
+    }
     stop = {"flag": False}
     previous = None
 
@@ -305,6 +315,7 @@ def run_arena(config: ArenaConfig, *, stream=None) -> dict[str, Any]:
             task = task_cache[(spec.task, spec.seed)]
             progress.start(index, spec)
             run_dir = out / "runs" / spec.task / spec.mechanism / f"seed{spec.seed}"
+            _drop_stale_checkpoints(run_dir, spec)
             started = time.perf_counter()
             try:
                 record = train_run(
@@ -351,6 +362,22 @@ def run_arena(config: ArenaConfig, *, stream=None) -> dict[str, Any]:
         "report": report,
         "interrupted": stop["flag"],
     }
+
+
+def _drop_stale_checkpoints(run_dir: Path, spec: RunSpec) -> None:
+    """Remove the checkpoints of an earlier version of this run (another spec), if any."""
+    from attnzoo.arena.checkpoint import CheckpointError, load_checkpoint
+
+    last = run_dir / "last.safetensors"
+    if not last.is_file():
+        return
+    try:
+        _, meta = load_checkpoint(last)
+    except CheckpointError:
+        return  # reported by the run itself, with the file's name
+    if meta.get("spec") != spec.as_dict():
+        for name in ("last.safetensors", "best.safetensors"):
+            (run_dir / name).unlink(missing_ok=True)
 
 
 def _build_task(config: ArenaConfig, preset: Preset, spec: RunSpec):

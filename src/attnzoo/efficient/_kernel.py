@@ -238,6 +238,22 @@ class RecurrentState:
                 0, index.to(self.state.device)
             )  # (B', nh, m, dv+1)
 
+    def check(self, batch: int, heads: int, features: int, width: int, dtype: torch.dtype) -> None:
+        """Before any work (as ``KVCache`` does): ``ValueError`` if B, the shape or dtype differ.
+
+        A batch-1 state would otherwise broadcast silently over every row of a larger batch.
+        """
+        if self.state is None:
+            return
+        want, got = tuple(self.state.shape), (batch, heads, features, width + 1)
+        if want != got or dtype != self.state.dtype:
+            raise ValueError(
+                f"cache holds a RecurrentState of (B, nh, m, dv + 1) = {want} "
+                f"({self.state.dtype}) but this call needs {got} ({dtype}): the batch size "
+                "or the module differs; call cache.reset() to start a new sequence, or "
+                "cache.reorder(index) to select batch rows (beam search)"
+            )
+
     def update(self, state: torch.Tensor, new_tokens: int) -> None:
         """Replace the state by ``state`` (which already includes the old one)."""
         if self.state is not None and state.shape != self.state.shape:
@@ -311,10 +327,12 @@ class KernelAttentionBase(AttentionBase):
                     f"and no context (got is_causal={is_causal}, context "
                     f"{'given' if context is not None else 'None'})"
                 )
+            compute = torch.float32 if x.dtype in HALF else x.dtype
+            cache.check(x.shape[0], self.num_heads, self.feature_dim, self.head_dim, compute)
         source = x if context is None else context
         keep = self.padding_mask(mask, x.shape[0], x.shape[1], source.shape[1], x.dtype)
         self.prepare_features()
-        if not is_causal and not self.probe.recording:
+        if not is_causal and not self.probe.recording and x.shape[1] > 0:  # L = 0: below
             out = self._forward_blocks(x, source, keep)  # (B, L, C)
             return out.squeeze(0) if unbatched else out
         q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2

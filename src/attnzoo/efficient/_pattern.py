@@ -89,6 +89,15 @@ class PatternAttention(AttentionBase):
         """The mask function of this mechanism for these lengths."""
         raise NotImplementedError
 
+    def dense_reason(self, q_len: int, kv_len: int) -> str | None:
+        """Why the fast path runs plain dense SDPA at these lengths, or None when it does not.
+
+        When the pattern allows every pair (a window covering the whole sequence, a single
+        block ...), the fast path calls dense attention: same result, faster. Benchmarks print
+        this reason, so that such a time is not read as the pattern's. ``fast`` decides with it.
+        """
+        return None
+
     def fast(self, q, k, v, key_padding, is_causal):  # pragma: no cover - abstract
         """Block path: ``(B, nh, L, hd)`` from projected ``q, k, v``."""
         raise NotImplementedError

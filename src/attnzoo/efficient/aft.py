@@ -35,6 +35,8 @@ def _key_weights(
     if keep is not None:
         k = k.masked_fill(~keep[..., None], float("-inf"))
         v = v.masked_fill(~keep[..., None], 0.0)
+    if k.shape[1] == 0:  # no key (L = 0): the maximum of nothing is undefined, nothing to shift
+        return k.exp(), k.exp() * v
     shift = k.detach().amax(dim=1, keepdim=True)  # (B, 1, D)
     shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
     e = torch.exp(k - shift)  # (B, S, D)
@@ -43,6 +45,8 @@ def _key_weights(
 
 def _row_shift(logits: torch.Tensor, floor: float | None = None) -> torch.Tensor:
     """Detached row maxima of bias logits (``-inf`` = absent), 0 for empty rows."""
+    if logits.shape[-1] == 0:  # no key at all (L = 0): amax of nothing is undefined
+        return logits.new_zeros(*logits.shape[:-1], 1)
     shift = logits.detach().amax(dim=-1, keepdim=True)
     if floor is not None:
         shift = shift.clamp_min(floor)
@@ -275,6 +279,8 @@ class AttentionFreeTransformer(AttentionBase):
         ``(blk, blk + 2 s - 2)`` coefficient blocks with overlapping key windows.
         """
         batch, length, width = q.shape
+        if length == 0:  # no token: the empty (B, 0, D) result (the blocks below need one)
+            return torch.sigmoid(q)
         half = self._half
         e, ev = _key_weights(k, v, keep)  # (B, S, D) each
         f = torch.cat([ev, e], dim=-1)  # (B, S, 2D)

@@ -135,12 +135,23 @@ class BigBirdAttention(PatternAttention):
             seed=self.seed,
         )
 
+    def _block_table(self, length: int, device: torch.device | None = None):
+        """``(keep_fn, first position of each block (nb,), block table (nb, nb))``."""
+        keep_fn = pattern_keep(self.pattern(length, length), length, length, False)
+        starts = torch.arange(0, length, self.block_size, device=device)  # (nb,)
+        return keep_fn, starts, keep_fn(starts.unsqueeze(-1), starts)  # (nb, nb) block table
+
+    def dense_reason(self, q_len: int, kv_len: int) -> str | None:
+        """Dense SDPA when every block sees every block (7 blocks or fewer by default)."""
+        if bool(self._block_table(q_len)[2].all()):
+            blocks = -(-q_len // self.block_size)
+            return f"{blocks} block(s) of block_size={self.block_size}, each sees every block"
+        return None
+
     def _plan(self, length: int, dtype: torch.dtype, device: torch.device):
         """``(keep_fn, band plan or None when the pattern is dense, global query rows)``."""
         bs = self.block_size
-        keep_fn = pattern_keep(self.pattern(length, length), length, length, False)
-        starts = torch.arange(0, length, bs, device=device)  # (nb,) first position of each block
-        table = keep_fn(starts.unsqueeze(-1), starts)  # (nb, nb) block table
+        keep_fn, starts, table = self._block_table(length, device)
         if bool(table.all()):
             return keep_fn, None, None
         full = table.all(-1)  # (nb,) global query blocks

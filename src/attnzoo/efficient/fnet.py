@@ -30,6 +30,8 @@ def fourier_mix(x: torch.Tensor) -> torch.Tensor:
         >>> torch.allclose(fourier_mix(x), torch.fft.fft2(x).real, atol=1e-5)
         True
     """
+    if x.numel() == 0:  # B = 0 or L = 0: the transform of nothing (pocketfft/MKL refuse it)
+        return x.clone()
     work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     channels = x.shape[-1]
     half = torch.fft.rfft2(work, dim=(-2, -1)).real  # (..., L, C // 2 + 1)

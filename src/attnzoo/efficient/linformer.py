@@ -157,7 +157,7 @@ class Linformer(AttentionBase):
             batch, heads, length, width = t.shape
             flat = t.transpose(1, 2).reshape(batch, length, heads * width)  # (B, S, nh * hd)
             out = rows.transpose(0, 1) @ flat  # (B, k, nh * hd)
-            return out.view(batch, -1, heads, width).transpose(1, 2)  # (B, nh, k, hd)
+            return out.view(batch, rows.shape[-1], heads, width).transpose(1, 2)  # (B, nh, k, hd)
         return rows.transpose(-2, -1) @ t  # (B, nh, k, hd)
 
     def forward(

@@ -109,6 +109,12 @@ class LocalAttention(PatternAttention):
         """``attnzoo.masks.sliding_window(window)`` (the lengths do not matter)."""
         return sliding_window(self.window)
 
+    def dense_reason(self, q_len: int, kv_len: int) -> str | None:
+        """Dense SDPA when the window covers every key: ``window >= max(L, S) - 1``."""
+        if self.window >= max(q_len, kv_len) - 1:
+            return f"window={self.window} >= max(L, S) - 1 = {max(q_len, kv_len) - 1}"
+        return None
+
     def fast(
         self,
         q: torch.Tensor,
@@ -118,7 +124,7 @@ class LocalAttention(PatternAttention):
         is_causal: bool,
     ) -> torch.Tensor:
         q_len, kv_len, w = q.shape[2], k.shape[2], self.window
-        if w >= max(q_len, kv_len) - 1:  # the window covers everything: plain dense attention
+        if self.dense_reason(q_len, kv_len) is not None:  # plain dense attention
             mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, S)
             return attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.dropout_p)
         after = min(max(kv_len - q_len, 0), w) if is_causal else w

@@ -205,6 +205,8 @@ class ReformerAttention(AttentionBase):
         heads, width = self.num_heads, self.head_dim
         q = self.q_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
         v = self.v_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
+        if 0 in (batch, length):  # no token to hash: the natural empty result
+            return self.attend_nothing(q, v, unbatched)
         out = self._attend(
             q.to(compute_dtype(q.dtype)), v.to(compute_dtype(v.dtype)), real, is_causal
         )

@@ -148,6 +148,8 @@ class RoutingAttention(AttentionBase):
         kv_len = length if context is None else context.shape[1]
         real = self.padding_mask(mask, batch, length, kv_len, x.dtype)  # (B, S) or None
         q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
+        if 0 in (batch, length, kv_len):  # nothing to route: empty, or queries without keys
+            return self.attend_nothing(q, v, unbatched)
         dtype = compute_dtype(q.dtype)
         q = F.layer_norm(q.to(dtype), (self.head_dim,))
         k = F.layer_norm(k.to(dtype), (self.head_dim,))

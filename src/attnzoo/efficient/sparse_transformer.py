@@ -100,6 +100,12 @@ class SparseTransformerAttention(PatternAttention):
         """``attnzoo.masks.fixed(block, num_summary)`` (non-causal)."""
         return fixed(self.block, self.num_summary)
 
+    def dense_reason(self, q_len: int, kv_len: int) -> str | None:
+        """Dense SDPA when the sequence is a single block: ``L <= block``."""
+        if q_len <= self.block:
+            return f"L = {q_len} <= block={self.block}: one block"
+        return None
+
     def fast(
         self,
         q: torch.Tensor,
@@ -109,7 +115,7 @@ class SparseTransformerAttention(PatternAttention):
         is_causal: bool,
     ) -> torch.Tensor:
         length, size, c = q.shape[2], self.block, self.num_summary
-        if length <= size:  # one block: every key is in the query's own block
+        if self.dense_reason(length, length) is not None:  # one block holds every key
             mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, S)
             return attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.dropout_p)
 

@@ -108,6 +108,12 @@ class StridedAttention(PatternAttention):
         )
         return band, columns
 
+    def dense_reason(self, q_len: int, kv_len: int) -> str | None:
+        """Dense SDPA when the band alone covers every key: ``stride >= L - 1``."""
+        if self.stride >= q_len - 1:
+            return f"stride={self.stride} >= L - 1 = {q_len - 1}"
+        return None
+
     def fast(
         self,
         q: torch.Tensor,
@@ -117,7 +123,7 @@ class StridedAttention(PatternAttention):
         is_causal: bool,
     ) -> torch.Tensor:
         length = q.shape[2]
-        if self.stride >= length - 1:  # the band alone covers every key
+        if self.dense_reason(length, length) is not None:  # the band alone covers every key
             mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, S)
             return attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.dropout_p)
         band, columns = self.cached(

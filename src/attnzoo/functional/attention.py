@@ -36,21 +36,28 @@ def validate_qkv(q: object, k: object, v: object) -> int:
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type_name(t)}")
-    if not (q.dtype == k.dtype == v.dtype):
-        raise TypeError(
-            f"q, k and v must have the same dtype, got q {q.dtype}, k {k.dtype}, v {v.dtype}"
-        )
     if not q.is_floating_point():
-        raise TypeError(f"q, k and v must be floating tensors, got {q.dtype}")
-    if not (q.device == k.device == v.device):
-        raise ValueError(
-            f"q, k and v must be on the same device, got q {q.device}, k {k.device}, v {v.device}"
-        )
-    if not (q.dim() == k.dim() == v.dim()) or q.dim() < 2:
-        raise ValueError(
-            "q, k and v must have the same rank >= 2, (..., L, hd); got shapes "
-            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
-        )
+        raise TypeError(f"q must be a floating tensor, got dtype {q.dtype}; convert with q.float()")
+    for name, t in (("k", k), ("v", v)):
+        if t.dtype != q.dtype:
+            raise TypeError(
+                f"{name} must have the dtype of q: q, k and v must have the same dtype, got "
+                f"q {q.dtype}, k {k.dtype}, v {v.dtype}; convert with {name}.to(q.dtype)"
+            )
+    for name, t in (("k", k), ("v", v)):
+        if t.device != q.device:
+            raise ValueError(
+                f"{name} must be on the device of q: q, k and v must be on the same device, "
+                f"got q {q.device}, k {k.device}, v {v.device}"
+            )
+    if q.dim() < 2:
+        raise ValueError(f"q must be at least 2-D (..., L, hd), got shape {tuple(q.shape)}")
+    for name, t in (("k", k), ("v", v)):
+        if t.dim() != q.dim():
+            raise ValueError(
+                f"{name} must have the rank of q ({q.dim()}-D, (..., S, hd)); got q "
+                f"{tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}"
+            )
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same head dim, got q {tuple(q.shape)} and k {tuple(k.shape)}"
@@ -138,11 +145,16 @@ def attention_reference(
         tensor([[[[0.5000, 0.5000],
                   [0.5000, 0.5000]]]])
     """
+    if not isinstance(need_weights, bool):
+        raise TypeError(f"need_weights must be a bool, got {type_name(need_weights)}")
     groups, scale, merged = _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     if groups > 1:
         k = k.repeat_interleave(groups, dim=-3)  # (B, nh, S, hd)
         v = v.repeat_interleave(groups, dim=-3)  # (B, nh, S, hd_v)
+    keep = key_padding_keep(mask, v)  # keys no query sees: zeroed, whatever they hold
+    if keep is not None:
+        k, v = k.masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
     scores = (q.to(compute) * scale) @ k.to(compute).transpose(-2, -1)  # (B, nh, L, S)
     out, attn = pool(scores, v.to(compute), merged, dropout_p, padding=mask)
     out = out.to(q.dtype)  # (B, nh, L, hd_v)
@@ -192,6 +204,9 @@ def attention(
         >>> attention(q, k, v, is_causal=True).shape
         torch.Size([2, 4, 5, 8])
     """
+    for flag, value in (("is_causal", is_causal), ("need_weights", need_weights)):
+        if not isinstance(value, bool):  # here: the SDPA path hands _prepare is_causal=False
+            raise TypeError(f"{flag} must be a bool, got {type_name(value)}")
     if need_weights:
         return attention_reference(
             q,

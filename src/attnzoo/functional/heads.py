@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from attnzoo._checks import check_ndim, check_positive_int
+
 __all__ = ["merge_heads", "split_heads"]
 
 
@@ -14,6 +16,8 @@ def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
         >>> split_heads(torch.zeros(2, 5, 12), 3).shape
         torch.Size([2, 3, 5, 4])
     """
+    check_ndim("x", x, (3,), "(B, L, nh * hd)")
+    num_heads = check_positive_int("num_heads", num_heads)
     batch, length, width = x.shape
     if width % num_heads:
         raise ValueError(f"last dim {width} is not divisible by num_heads={num_heads}")
@@ -27,5 +31,6 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
         >>> merge_heads(torch.zeros(2, 3, 5, 4)).shape
         torch.Size([2, 5, 12])
     """
+    check_ndim("x", x, (4,), "(B, nh, L, hd)")
     batch, heads, length, head_dim = x.shape
     return x.transpose(1, 2).reshape(batch, length, heads * head_dim)  # (B, L, nh * hd)

@@ -211,7 +211,14 @@ def global_tokens(
             return (q_idx < count) | (kv_idx < count)
 
         return first_n
-    index = torch.as_tensor(indices, dtype=torch.long).flatten()  # (G,)
+    if isinstance(indices, str | bytes) or (
+        isinstance(indices, torch.Tensor) and (indices.is_floating_point() or indices.is_complex())
+    ):
+        raise TypeError(f"indices must be a sequence of ints or an integer tensor, got {indices!r}")
+    try:
+        index = torch.as_tensor(indices, dtype=torch.long).flatten()  # (G,)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"indices must be a sequence of ints, got {type_name(indices)}") from None
     if bool((index < 0).any()):
         raise ValueError(f"indices must be >= 0, got {index.tolist()}")
 
@@ -239,6 +246,10 @@ def prefix_lm(prefix_len: int | torch.Tensor) -> MaskMod:
         ████
     """
     if isinstance(prefix_len, torch.Tensor):
+        if prefix_len.is_floating_point() or prefix_len.is_complex():
+            raise TypeError(
+                f"prefix_len must be an int or an integer (B,) tensor, got dtype {prefix_len.dtype}"
+            )
         lengths = prefix_len.long().flatten()  # (B,)
 
         def per_sample(b, h, q_idx, kv_idx):
@@ -274,6 +285,8 @@ def document(document_ids: torch.Tensor) -> MaskMod:
         raise ValueError(
             f"document_ids must be a (L,) or (B, L) tensor, got {type_name(document_ids)}"
         )
+    if document_ids.is_floating_point() or document_ids.is_complex():
+        raise TypeError(f"document_ids must be an integer tensor, got dtype {document_ids.dtype}")
     ids = document_ids if document_ids.dim() == 2 else document_ids.unsqueeze(0)  # (B, L)
     per_batch = document_ids.dim() == 2
 

@@ -38,10 +38,20 @@ def block_table_mask(table: torch.Tensor, block_size: int) -> MaskMod:
     return mask_mod
 
 
+def _check_mask_mods(owner: str, mask_mods: tuple) -> None:
+    if not mask_mods:
+        raise ValueError(f"{owner} needs at least one mask function")
+    for i, mod in enumerate(mask_mods):
+        if not callable(mod):
+            raise TypeError(
+                f"{owner}: mask function {i} must be callable (b, h, q_idx, kv_idx) -> bool "
+                f"tensor, got {type_name(mod)}"
+            )
+
+
 def and_masks(*mask_mods: MaskMod) -> MaskMod:
     """Intersection: a key is visible when every mask function allows it."""
-    if not mask_mods:
-        raise ValueError("and_masks needs at least one mask function")
+    _check_mask_mods("and_masks", mask_mods)
 
     def mask_mod(b, h, q_idx, kv_idx):
         out = mask_mods[0](b, h, q_idx, kv_idx)
@@ -54,8 +64,7 @@ def and_masks(*mask_mods: MaskMod) -> MaskMod:
 
 def or_masks(*mask_mods: MaskMod) -> MaskMod:
     """Union: a key is visible when any mask function allows it."""
-    if not mask_mods:
-        raise ValueError("or_masks needs at least one mask function")
+    _check_mask_mods("or_masks", mask_mods)
 
     def mask_mod(b, h, q_idx, kv_idx):
         out = mask_mods[0](b, h, q_idx, kv_idx)
@@ -68,6 +77,7 @@ def or_masks(*mask_mods: MaskMod) -> MaskMod:
 
 def not_mask(mask_mod: MaskMod) -> MaskMod:
     """Complement: visible where ``mask_mod`` forbids."""
+    _check_mask_mods("not_mask", (mask_mod,))
 
     def inverted(b, h, q_idx, kv_idx):
         return ~mask_mod(b, h, q_idx, kv_idx)
@@ -154,5 +164,7 @@ def to_string(
         grid = mask
     else:
         raise TypeError(f"mask must be a mask function or a >= 2-D tensor, got {type_name(mask)}")
-    grid = grid.reshape(-1, *grid.shape[-2:])[0].bool().cpu()  # (L, S)
+    if 0 in grid.shape[:-2]:
+        raise ValueError(f"mask has an empty batch or head dim: nothing to draw, {type_name(grid)}")
+    grid = grid[(0,) * (grid.dim() - 2)].bool().cpu()  # (L, S): first batch and head
     return "\n".join("".join(filled if cell else empty for cell in row.tolist()) for row in grid)

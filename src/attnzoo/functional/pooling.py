@@ -90,10 +90,18 @@ def attention_pooling(
         raise ValueError(
             f"values must be (..., S, dv) with S = {scores.shape[-1]}, got {type_name(values)}"
         )
+    _check_values_batch(values, scores.shape[:-2], "scores")
+    if values.dtype != scores.dtype:
+        raise TypeError(
+            f"values must have the dtype of scores ({scores.dtype}), got {values.dtype}; "
+            "convert with values.to(scores.dtype)"
+        )
     check_probability("dropout_p", dropout_p)
     if mask is not None:
         check_mask(mask, scores.shape, scores.dtype)
     if valid_lens is not None:
+        if not isinstance(valid_lens, torch.Tensor):
+            raise TypeError(f"valid_lens must be a torch.Tensor, got {type_name(valid_lens)}")
         if scores.dim() < 3:
             raise ValueError(f"valid_lens needs scores (B, ..., L, S), got {tuple(scores.shape)}")
         mask = merge_masks(mask, lengths_to_mask(valid_lens.to(scores.device), scores.shape))
@@ -102,6 +110,17 @@ def attention_pooling(
         tri = causal_mask(*scores.shape[-2:], device=scores.device)  # (L, S) bottom-right
         mask = merge_masks(mask, tri)
     return pool(scores, values, mask, dropout_p, padding)
+
+
+def _check_values_batch(values: torch.Tensor, batch: tuple[int, ...], other: str) -> None:
+    """``ValueError`` naming ``values`` if its batch dims do not broadcast with ``batch``."""
+    try:
+        torch.broadcast_shapes(values.shape[:-2], batch)
+    except RuntimeError:
+        raise ValueError(
+            f"values must have batch dims (...) that broadcast with those of {other}, "
+            f"{tuple(batch)}; got values of shape {tuple(values.shape)}"
+        ) from None
 
 
 def _as_features(name: str, x: torch.Tensor, scalar: bool) -> torch.Tensor:
@@ -132,6 +151,11 @@ def average_pooling(
         tensor([2., 2., 2.])
     """
     del keys
+    for name, t in (("queries", queries), ("values", values)):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            raise TypeError(f"{name} must be a (n,) or (..., n, d) tensor, got {type_name(t)}")
+    if not values.is_floating_point():
+        raise TypeError(f"values must be a floating tensor, got dtype {values.dtype}")
     n = queries.shape[0] if queries.dim() == 1 else queries.shape[-2]
     mean = values.mean(dim=0 if values.dim() == 1 else -2, keepdim=True)
     return mean.expand(n) if values.dim() == 1 else mean.expand(*mean.shape[:-2], n, mean.shape[-1])
@@ -180,10 +204,29 @@ def nadaraya_watson(
     scalar = isinstance(queries, torch.Tensor) and queries.dim() == 1
     if scalar and not (isinstance(keys, torch.Tensor) and keys.dim() == 1):
         raise ValueError(f"with 1-D queries, keys must be 1-D (m,), got {type_name(keys)}")
+    if not scalar and isinstance(keys, torch.Tensor) and keys.dim() == 1:
+        raise ValueError(
+            f"keys must be (..., m, d) like the queries {type_name(queries)}; 1-D keys (m,) "
+            f"go with 1-D queries (n,); got keys {type_name(keys)}"
+        )
     q = _as_features("queries", queries, scalar)  # (..., n, d)
     k = _as_features("keys", keys, scalar)  # (..., m, d)
     v_scalar = isinstance(values, torch.Tensor) and values.dim() == 1
     v = _as_features("values", values, v_scalar)  # (..., m, dv)
+    for name, t in (("keys", k), ("values", v)):
+        if t.dtype != q.dtype:
+            raise TypeError(
+                f"{name} must have the dtype of queries ({q.dtype}), got {t.dtype}; convert "
+                f"with {name}.to(queries.dtype)"
+            )
+    try:
+        batch = torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"keys must have batch dims (...) that broadcast with those of queries, got "
+            f"queries {tuple(q.shape)} and keys {tuple(k.shape)}"
+        ) from None
+    _check_values_batch(v, batch, "queries and keys")
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"queries and keys must have the same feature size, got {q.shape[-1]} and {k.shape[-1]}"
@@ -194,8 +237,8 @@ def nadaraya_watson(
         )
     if not isinstance(bandwidth, torch.Tensor):
         bandwidth = check_finite("bandwidth", bandwidth, positive=True)
-    elif bool((bandwidth <= 0).any()):
-        raise ValueError("bandwidth must be > 0")
+    elif not bool(torch.isfinite(bandwidth).all()) or bool((bandwidth <= 0).any()):
+        raise ValueError(f"bandwidth must be finite and > 0, got {bandwidth}")
     sq_dist = (q.unsqueeze(-2) - k.unsqueeze(-3)).pow(2).sum(-1)  # (..., n, m)
     u2 = sq_dist / bandwidth**2
     if kernel == "gaussian":

@@ -28,13 +28,33 @@ def _check_pair(q: object, k: object, *, same_dim: bool) -> None:
             raise TypeError(f"{name} must be a torch.Tensor, got {type_name(t)}")
         if t.dim() < 2:
             raise ValueError(f"{name} must be at least 2-D (..., n, d), got {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(
+                f"{name} must be a floating tensor, got dtype {t.dtype}; convert with "
+                f"{name}.float()"
+            )
     if q.dtype != k.dtype:
         raise TypeError(f"queries and keys must share a dtype, got {q.dtype} and {k.dtype}")
+    try:
+        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"keys must have batch dims (...) that broadcast with those of queries, got "
+            f"queries {tuple(q.shape)} and keys {tuple(k.shape)}"
+        ) from None
     if same_dim and q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"queries and keys must have the same feature size for this score, got "
             f"{q.shape[-1]} and {k.shape[-1]}; use additive_score or bilinear_score for "
             "different sizes"
+        )
+
+
+def _check_weight(name: str, weight: torch.Tensor, queries: torch.Tensor) -> None:
+    if weight.dtype != queries.dtype:
+        raise TypeError(
+            f"{name} must have the dtype of queries ({queries.dtype}), got {weight.dtype}; "
+            f"convert with {name}.to(queries.dtype)"
         )
 
 
@@ -121,6 +141,7 @@ def additive_score(
     _check_pair(queries, keys, same_dim=False)
     if not isinstance(w_v, torch.Tensor) or w_v.dim() not in (1, 2):
         raise ValueError(f"w_v must be a (h,) or (nh, h) tensor, got {type_name(w_v)}")
+    _check_weight("w_v", w_v, queries)
     hidden = w_v.shape[-1]
     for name, weight, x in (("w_q", w_q, queries), ("w_k", w_k, keys)):
         if weight is None:
@@ -134,6 +155,8 @@ def additive_score(
                 f"{name} must have shape (h, d) = ({hidden}, {x.shape[-1]}), got "
                 f"{type_name(weight)}"
             )
+        else:
+            _check_weight(name, weight, queries)
     projected_q = queries if w_q is None else F.linear(queries, w_q)
     projected_k = keys if w_k is None else F.linear(keys, w_k)
     features = torch.tanh(projected_q.unsqueeze(-2) + projected_k.unsqueeze(-3))  # (..., L, S, h)
@@ -172,6 +195,7 @@ def bilinear_score(queries: torch.Tensor, keys: torch.Tensor, weight: torch.Tens
     expected = (queries.shape[-1], keys.shape[-1])
     if not isinstance(weight, torch.Tensor) or tuple(weight.shape) != expected:
         raise ValueError(f"weight must have shape (dq, dk) = {expected}, got {type_name(weight)}")
+    _check_weight("weight", weight, queries)
     return (queries @ weight) @ keys.transpose(-2, -1)
 
 

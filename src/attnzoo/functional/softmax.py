@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attnzoo._checks import check_choice, type_name
+from attnzoo._checks import check_choice, check_positive_int, type_name
 
 __all__ = [
     "ALIGNMENTS",
@@ -42,6 +42,9 @@ def causal_mask(
                 [1, 1, 1, 1]], dtype=torch.int32)
     """
     check_choice("alignment", alignment, ALIGNMENTS)
+    if not torch.compiler.is_compiling():  # lengths may be symbolic while compiling
+        check_positive_int("q_len", q_len, minimum=0)
+        check_positive_int("kv_len", kv_len, minimum=0)
     offset = kv_len - q_len if alignment == "bottom_right" else 0
     ones = torch.ones(q_len, kv_len, dtype=torch.bool, device=device)
     return ones.tril(diagonal=offset)
@@ -98,6 +101,9 @@ def check_mask(
 
 def merge_masks(first: torch.Tensor | None, second: torch.Tensor | None) -> torch.Tensor | None:
     """Intersect two masks: bool & bool stays bool; with a float mask the result is a float bias."""
+    for name, mask in (("first", first), ("second", second)):
+        if mask is not None and not isinstance(mask, torch.Tensor):
+            raise TypeError(f"{name} must be a mask tensor or None, got {type_name(mask)}")
     if first is None:
         return second
     if second is None:
@@ -207,6 +213,8 @@ def masked_softmax(
             raise ValueError(f"a mask needs scores of shape (..., L, S), got {tuple(scores.shape)}")
         check_mask(mask, scores.shape, scores.dtype)
     if valid_lens is not None:
+        if not isinstance(valid_lens, torch.Tensor):
+            raise TypeError(f"valid_lens must be a torch.Tensor, got {type_name(valid_lens)}")
         if scores.dim() < 3:
             raise ValueError(
                 f"valid_lens needs scores of shape (B, ..., L, S), got {tuple(scores.shape)}"
@@ -216,13 +224,17 @@ def masked_softmax(
 
 
 def key_padding_keep(mask: torch.Tensor | None, v: torch.Tensor) -> torch.Tensor | None:
-    """``(..., S, 1)`` key validity when ``mask`` is a boolean key-padding mask, else None.
+    """``(..., S, 1)``: the keys that some query may attend to, for a boolean ``mask``; else None.
 
-    A mask whose query dim is 1 masks whole keys; their values can be zeroed before the
-    weighted sum so that NaN or inf stored at padded positions cannot reach the output.
+    A key that no query may attend to — a padding key, whether the mask is a ``(B, 1, 1, S)``
+    padding mask or a ``(B, L, S)`` / ``(L, S)`` attention mask whose column is all False — can
+    have its key and value zeroed before the products, so that NaN or inf stored there reaches
+    neither the output nor the gradients (``0 * NaN`` would).
     """
-    if mask is None or mask.dtype != torch.bool or mask.shape[-2] != 1:
+    if mask is None or mask.dtype != torch.bool:
         return None
+    if mask.shape[-2] != 1:
+        mask = mask.any(dim=-2, keepdim=True)  # (..., 1, S): visible to at least one query
     keep = mask.transpose(-2, -1)  # (..., S, 1)
     if keep.dim() >= 3 and keep.shape[-3] not in (1, v.shape[-3]):
         return None  # per-query-head mask over grouped kv heads

@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnzoo._checks import check_positive_int, check_probability, type_name
+from attnzoo._checks import (
+    check_floating,
+    check_module_dtype,
+    check_positive_int,
+    check_probability,
+    type_name,
+)
 from attnzoo.functional.pooling import pool
 from attnzoo.functional.softmax import causal_mask, check_mask, merge_masks
 from attnzoo.layers.probe import AttentionProbe
@@ -146,7 +152,21 @@ class AttentionBase(nn.Module):
         context: torch.Tensor | None,
         is_causal: bool,
     ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
-        """Validate ``x`` and ``context``; return them batched and whether ``x`` was unbatched."""
+        """Validate ``x`` and ``context``; return them batched and whether ``x`` was unbatched.
+
+        Raises ``TypeError`` when ``x`` or ``context`` is not a tensor, is not floating, or has
+        a dtype other than the module's parameters (the message gives both fixes,
+        ``module.half()`` or ``x.float()``; modules without floating parameters accept any
+        floating dtype, and under ``torch.autocast`` the dtype is autocast's to choose),
+        ``ValueError`` for a wrong rank or width, ``NotImplementedError`` for a capability the
+        class flags refuse.
+
+        Empty inputs, the rule of the sequence and efficient families: ``B = 0`` or ``L = 0``
+        is valid and gives the natural empty result, ``(0, L, C)`` or ``(B, 0, C)``, with a
+        working backward; an empty ``context`` (``S = 0``) is valid wherever cross-attention
+        is, and then every query attends to nothing (zeros before ``out_proj``). Every
+        registered mechanism is held to this by ``tests/test_bad_inputs.py``.
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor (B, L, C), got {type_name(x)}")
         if not isinstance(is_causal, bool):
@@ -159,12 +179,17 @@ class AttentionBase(nn.Module):
             raise ValueError(
                 f"x must be (B, L, C) with C = dim = {self.dim}, got shape {tuple(x.shape)}"
             )
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating tensor, got dtype {x.dtype}")
+        check_floating("x", x)
+        check_module_dtype("x", x, self)
         if context is not None:
             if not self.supports_cross:
                 raise NotImplementedError(f"{type(self).__name__} does not support cross-attention")
-            if not isinstance(context, torch.Tensor) or context.dim() != 3:
+            if not isinstance(context, torch.Tensor):
+                raise TypeError(
+                    "context must be a torch.Tensor (B, S, C_ctx) or None, got "
+                    f"{type_name(context)}"
+                )
+            if context.dim() != 3:
                 raise ValueError(f"context must be (B, S, C_ctx), got {type_name(context)}")
             if context.shape[0] != x.shape[0] or context.shape[-1] != self.context_dim:
                 raise ValueError(
@@ -251,6 +276,20 @@ class AttentionBase(nn.Module):
             merged = merge_masks(mask, causal_mask(*scores.shape[-2:], device=scores.device))
         out, attn = pool(scores, v, merged, self.dropout_p, padding=mask)
         return out, self.probe(attn)
+
+    def attend_nothing(self, q: torch.Tensor, v: torch.Tensor, unbatched: bool) -> torch.Tensor:
+        """The output when ``B``, ``L`` or ``S`` is 0: every query attends to nothing.
+
+        Zero heads ``(B, nh, L, hd_v)`` (all-zero ``(B, nh, L, S)`` weights while the probe
+        records) through ``out_proj``: the natural empty result for ``B = 0`` or ``L = 0``, and
+        the fully-masked-row rule (exact zeros before ``out_proj``) for an empty context. For
+        mechanisms whose routing or hashing cannot run on empty tensors.
+        """
+        batch, heads, q_len, _ = q.shape
+        kv_len, width = v.shape[-2:]
+        if self.probe.recording:
+            self.probe(q.new_zeros(batch, heads, q_len, kv_len))
+        return self.finish(q.new_zeros(batch, heads, q_len, width), unbatched)
 
     def finish(self, out: torch.Tensor, unbatched: bool) -> torch.Tensor:
         """``(B, nh, L, hd)`` heads -> ``out_proj`` -> dropout -> ``(B, L, C)`` (or ``(L, C)``)."""

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from attnzoo._checks import check_positive_int, type_name
+from attnzoo._checks import check_floating, check_module_dtype, check_positive_int, type_name
 
 __all__ = ["ACTIVATIONS", "LayerType", "check_feature_map", "create_act", "reduced_channels"]
 
@@ -77,24 +77,45 @@ def reduced_channels(
 
 
 def check_feature_map(
-    x: object, channels: int, spatial_dims: tuple[int, ...] = (2,), name: str = "x"
+    x: object,
+    channels: int,
+    spatial_dims: tuple[int, ...] = (2,),
+    name: str = "x",
+    module: nn.Module | None = None,
 ) -> torch.Tensor:
     """Validate a ``(B, C, *spatial)`` input with ``len(spatial)`` in ``spatial_dims``.
+
+    Raises ``TypeError`` for a non-tensor, a non-floating tensor, or (with ``module``) a dtype
+    other than that of the module's floating parameters — the message gives both fixes,
+    ``module.half()`` or ``x.float()``; a module without floating parameters accepts any
+    floating dtype. Raises ``ValueError`` for a wrong rank or channel count.
+
+    Empty inputs, the rule of the vision family: an empty batch (``B = 0``) is valid and gives
+    the natural empty result (``(0, C, H, W)`` for a shape-preserving module); an empty
+    spatial dim (``H = 0`` or ``W = 0``) raises ``ValueError``, since the pooled statistics,
+    convolutions and attention maps of these modules are undefined on a map with no pixel.
+    Every registered vision module is held to this by ``tests/test_bad_inputs.py``.
 
     Example:
         >>> check_feature_map(torch.zeros(1, 4, 3, 3), 4).shape
         torch.Size([1, 4, 3, 3])
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type_name(x)}")
     layouts = {1: "(B, C, L)", 2: "(B, C, H, W)", 3: "(B, C, D, H, W)"}
+    want = " or ".join(layouts.get(d, f"{d + 2}-D") for d in spatial_dims)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {want}, got {type_name(x)}")
     if x.dim() - 2 not in spatial_dims:
-        want = " or ".join(layouts.get(d, f"{d + 2}-D") for d in spatial_dims)
         raise ValueError(f"{name} must be {want}, got shape {tuple(x.shape)}")
     if x.shape[1] != channels:
         raise ValueError(
             f"{name} must have {channels} channels (dim 1), got shape {tuple(x.shape)}"
         )
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
+    check_floating(name, x)
+    if module is not None:
+        check_module_dtype(name, x, module)
+    if 0 in x.shape[2:]:
+        raise ValueError(
+            f"{name} must have every spatial dim >= 1 (an empty map has no pixel to pool or "
+            f"attend over), got shape {tuple(x.shape)}; an empty batch (B = 0) is fine"
+        )
     return x

@@ -213,7 +213,7 @@ class ResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last stage's feature map ``(B, num_features, H', W')``."""
-        check_feature_map(x, self.in_chans, (2,), "x")
+        check_feature_map(x, self.in_chans, (2,), "x", module=self)
         x = self.maxpool(self.act(self.bn1(self.conv1(x))))
         for stage in self.stages:
             x = stage(x)

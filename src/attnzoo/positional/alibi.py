@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_positive_int
-from attnzoo.positional.base import check_length
+from attnzoo.positional.base import check_length, check_lengths
 from attnzoo.positional.relative import relative_positions
 from attnzoo.registry import POSITIONAL, Paper
 
@@ -80,7 +80,7 @@ class ALiBi(nn.Module):
         self.register_buffer("slopes", alibi_slopes(self.num_heads), persistent=False)
 
     def forward(self, q_len: int, kv_len: int | None = None) -> torch.Tensor:
-        kv_len = q_len if kv_len is None else kv_len
+        q_len, kv_len = check_lengths(q_len, kv_len)
         check_length(type(self).__name__, max(q_len, kv_len), self.max_len)
         distance = relative_positions(q_len, kv_len, self.slopes.device).abs()  # (L, S)
         return 0.0 - self.slopes.view(1, -1, 1, 1) * distance  # (1, nh, L, S); 0.0 - avoids -0.0

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo._checks import check_choice, check_finite, check_positive_int, type_name
+from attnzoo._checks import check_choice, check_finite, check_positive_int
 from attnzoo.layers.helpers import to_2tuple
 from attnzoo.papers import DOSOVITSKIY_2021
+from attnzoo.positional.base import check_input
 from attnzoo.registry import POSITIONAL
 
 __all__ = ["LearnedPositionalEmbedding2d"]
@@ -70,6 +71,8 @@ class LearnedPositionalEmbedding2d(nn.Module):
         size = tuple(size)
         if size == self.grid_size:
             return self.weight
+        if 0 in size:  # an empty grid: no position to interpolate (F.interpolate refuses it)
+            return self.weight.new_zeros(1, self.dim, *size)  # (1, C, H, W)
         if not self.interpolate:
             raise ValueError(
                 f"grid {size} differs from grid_size={self.grid_size}; build with "
@@ -90,9 +93,8 @@ class LearnedPositionalEmbedding2d(nn.Module):
         self.grid_size = size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.dim:
-            raise ValueError(f"x must be (B, C, H, W) with C = {self.dim}, got {type_name(x)}")
-        return x + self.grid(tuple(x.shape[2:])).to(x.dtype)
+        check_input(self, x, layout="(B, C, H, W)", ndims=(4,), channel_dim=1)
+        return x + self.grid(tuple(x.shape[2:])).to(x.dtype)  # a no-op outside autocast
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, grid_size={self.grid_size}, mode={self.mode!r}"

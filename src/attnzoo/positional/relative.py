@@ -7,10 +7,17 @@ import math
 import torch
 from torch import nn
 
-from attnzoo._checks import check_positive_int, type_name
+from attnzoo._checks import (
+    check_floating,
+    check_module_dtype,
+    check_positive_int,
+    check_probability,
+    type_name,
+)
+from attnzoo.functional.attention import validate_qkv
 from attnzoo.functional.pooling import pool
 from attnzoo.functional.softmax import causal_mask, check_mask, merge_masks
-from attnzoo.positional.base import check_length
+from attnzoo.positional.base import check_input, check_length
 from attnzoo.registry import POSITIONAL, Paper
 
 __all__ = ["RelativePositionEmbedding", "relative_positions"]
@@ -98,14 +105,18 @@ class RelativePositionEmbedding(nn.Module):
 
     def score_bias(self, q: torch.Tensor, kv_len: int | None = None) -> torch.Tensor:
         """``q_i . a^K_ij`` of shape ``(B, nh, L, S)`` (unscaled)."""
-        if not isinstance(q, torch.Tensor) or q.dim() < 2 or q.shape[-1] != self.dim:
-            raise ValueError(f"q must be (..., L, hd) with hd = {self.dim}, got {type_name(q)}")
+        check_input(self, q, layout="(..., L, hd)", ndims=None, name="q")
         q_len = q.shape[-2]
-        emb = self.keys_table[self.index(q_len, kv_len or q_len, q.device)]  # (L, S, hd)
-        return torch.einsum("...ld,lsd->...ls", q, emb.to(q.dtype))
+        kv_len = q_len if kv_len is None else check_positive_int("kv_len", kv_len, minimum=0)
+        emb = self.keys_table[self.index(q_len, kv_len, q.device)]  # (L, S, hd)
+        return torch.einsum("...ld,lsd->...ls", q, emb.to(q.dtype))  # no-op outside autocast
 
     def value_bias(self, attn: torch.Tensor) -> torch.Tensor:
         """``sum_j alpha_ij a^V_ij`` of shape ``(B, nh, L, hd)``; zeros without a value table."""
+        check_floating("attn", attn, "(..., L, S)")
+        if attn.dim() < 2:
+            raise ValueError(f"attn must be (..., L, S) weights, got shape {tuple(attn.shape)}")
+        check_module_dtype("attn", attn, self)
         q_len, kv_len = attn.shape[-2:]
         if self.values_table is None:
             return attn.new_zeros(*attn.shape[:-1], self.dim)
@@ -127,6 +138,14 @@ class RelativePositionEmbedding(nn.Module):
         need_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Shaw attention ``softmax((q k^T + q a^K) / sqrt(hd)) (v + a^V)``."""
+        validate_qkv(q, k, v)
+        check_input(self, q, layout="(B, nh, L, hd)", ndims=None, name="q")
+        if not isinstance(is_causal, bool) or not isinstance(need_weights, bool):
+            raise TypeError(
+                f"is_causal and need_weights must be bools, got {type_name(is_causal)} and "
+                f"{type_name(need_weights)}"
+            )
+        check_probability("dropout_p", dropout_p)
         scale = 1.0 / math.sqrt(q.shape[-1])
         scores = (
             q @ k.transpose(-2, -1) + self.score_bias(q, k.shape[-2])

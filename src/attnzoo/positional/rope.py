@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_finite, check_positive_int, type_name
-from attnzoo.positional.base import check_length
+from attnzoo.positional.base import check_input, check_length
 from attnzoo.registry import POSITIONAL, Paper
 
 __all__ = ["RotaryEmbedding"]
@@ -76,8 +76,7 @@ class RotaryEmbedding(nn.Module):
         return positions[:, None] * theta[None, :]
 
     def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[-1] != self.dim:
-            raise ValueError(f"x must be (..., L, hd) with hd = {self.dim}, got {type_name(x)}")
+        check_input(self, x, layout="(..., L, hd)", ndims=None)
         if isinstance(offset, bool) or not isinstance(offset, int):
             raise TypeError(f"offset must be an int, got {type_name(offset)}")
         work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
@@ -101,6 +100,8 @@ class RotaryEmbedding(nn.Module):
         For cached decoding pass the number of tokens already cached: the new queries and keys
         take positions ``offset ..``; cached keys were rotated when they were new.
         """
+        check_input(self, q, layout="(B, nh, L, hd)", ndims=None, name="q")
+        check_input(self, k, layout="(B, nkv, S, hd)", ndims=None, name="k")
         return self.forward(q, offset), self.forward(k, offset)
 
     def extra_repr(self) -> str:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_finite, check_positive_int, type_name
-from attnzoo.positional.base import check_length
+from attnzoo.positional.base import check_input, check_length
 from attnzoo.positional.sinusoidal import sinusoid_table
 from attnzoo.registry import POSITIONAL, Paper
 
@@ -94,13 +94,13 @@ class SinCos2d(nn.Module):
         return pos.permute(0, 3, 1, 2).float()  # (B, C, H, W)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.dim:
-            raise ValueError(f"x must be (B, C, H, W) with C = {self.dim}, got {type_name(x)}")
+        check_input(self, x, layout="(B, C, H, W)", ndims=(4,), channel_dim=1)
         if mask is None:
             mask = torch.ones(x.shape[0], *x.shape[2:], dtype=torch.bool, device=x.device)
-        elif tuple(mask.shape) != (x.shape[0], *x.shape[2:]):
+        elif not isinstance(mask, torch.Tensor) or tuple(mask.shape) != (x.shape[0], *x.shape[2:]):
             raise ValueError(
-                f"mask must be (B, H, W) = {(x.shape[0], *x.shape[2:])}, got {tuple(mask.shape)}"
+                f"mask must be a (B, H, W) = {(x.shape[0], *x.shape[2:])} bool tensor, got "
+                f"{type_name(mask)}"
             )
         return x + self.encoding(mask).to(x.dtype)
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_positive_int
-from attnzoo.positional.base import check_length
+from attnzoo.positional.base import check_length, check_lengths
 from attnzoo.positional.relative import relative_positions
 from attnzoo.registry import POSITIONAL, Paper
 
@@ -101,7 +101,7 @@ class T5RelativeBias(nn.Module):
         self.relative_attention_bias = nn.Embedding(self.num_buckets, self.num_heads)
 
     def forward(self, q_len: int, kv_len: int | None = None) -> torch.Tensor:
-        kv_len = q_len if kv_len is None else kv_len
+        q_len, kv_len = check_lengths(q_len, kv_len)
         check_length(type(self).__name__, max(q_len, kv_len), self.max_len)
         device = self.relative_attention_bias.weight.device
         buckets = t5_bucket(

@@ -89,11 +89,25 @@ class NadarayaWatsonAttention(AttentionBase):
         init = check_finite("init_inverse_bandwidth", init_inverse_bandwidth, positive=True)
         self.w = nn.Parameter(torch.full((self.num_heads,), init))
 
-    def _split_values(self, values: torch.Tensor, kv_len: int) -> torch.Tensor:
-        batch = values.shape[0] if isinstance(values, torch.Tensor) else None
-        if not isinstance(values, torch.Tensor) or values.dim() != 3 or values.shape[1] != kv_len:
+    def _split_values(self, values: torch.Tensor, x: torch.Tensor, kv_len: int) -> torch.Tensor:
+        """``values (B, S, C_v)`` checked against the queries ``x`` and split into heads."""
+        if not isinstance(values, torch.Tensor):
+            raise TypeError(f"values must be a torch.Tensor (B, S, C_v), got {type_name(values)}")
+        batch = x.shape[0]
+        if values.dim() != 3 or values.shape[:2] != (batch, kv_len):
             raise ValueError(
-                f"values must be (B, S, C_v) with S = {kv_len}, got {type_name(values)}"
+                f"values must be (B, S, C_v) with the batch of x, B = {batch}, and one row per "
+                f"key, S = {kv_len}; got shape {tuple(values.shape)}"
+            )
+        if values.dtype != x.dtype or values.device != x.device:
+            raise TypeError(
+                f"values must match x in dtype and device: x {x.dtype} on {x.device}, values "
+                f"{values.dtype} on {values.device}; convert with values.to(x)"
+            )
+        if isinstance(self.v_proj, nn.Linear) and values.shape[-1] != self.context_dim:
+            raise ValueError(
+                f"values must have C_v = context_dim = {self.context_dim} channels (the input "
+                f"of v_proj), got shape {tuple(values.shape)}"
             )
         projected = self.v_proj(values)  # (B, S, C_v)
         if projected.shape[-1] % self.num_heads:
@@ -116,12 +130,12 @@ class NadarayaWatsonAttention(AttentionBase):
         is_causal: bool = False,
         need_weights: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        if values is not None and isinstance(x, torch.Tensor) and x.dim() == 2:
+        if isinstance(values, torch.Tensor) and isinstance(x, torch.Tensor) and x.dim() == 2:
             values = values.unsqueeze(0)  # (1, S, C_v)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
         if values is not None:
-            v = self._split_values(values, k.shape[2])  # (B, nh, S, hd_v)
+            v = self._split_values(values, x, k.shape[2])  # (B, nh, S, hd_v)
         batch, _, q_len, _ = q.shape
         mask = self.check_mask(mask, batch, q_len, k.shape[2], q.dtype)
         # |q - k|^2 = |q|^2 + |k|^2 - 2 q.k, without the (B, nh, L, S, hd) difference tensor.

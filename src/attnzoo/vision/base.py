@@ -37,8 +37,12 @@ class VisionModule(nn.Module):
     def check_input(
         self, x: torch.Tensor, name: str = "x", channels: int | None = None
     ) -> torch.Tensor:
-        """Validate ``x`` as ``(B, C, *spatial)`` for this module; returns it."""
-        return check_feature_map(x, channels or self.channels, self.spatial_dims, name)
+        """Validate ``x`` as ``(B, C, *spatial)`` for this module; returns it.
+
+        See :func:`~attnzoo.layers.vision_utils.check_feature_map`: the dtype must equal that
+        of the module's floating parameters, ``B = 0`` is valid, an empty spatial dim is not.
+        """
+        return check_feature_map(x, channels or self.channels, self.spatial_dims, name, self)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"

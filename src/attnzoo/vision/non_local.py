@@ -173,7 +173,8 @@ class NonLocal2d(VisionModule):
         batch, _, height, width = x.shape
         query, key, value = self.embed(x)
         y = self.aggregate(x, query, key, value)  # (B, 1, HW, C/2)
-        y = y.squeeze(1).transpose(1, 2).reshape(batch, -1, height, width)  # (B, C/2, H, W)
+        y = y.squeeze(1).transpose(1, 2)  # (B, C/2, HW)
+        y = y.reshape(batch, y.shape[1], height, width)  # (B, C/2, H, W)
         z = self.conv_out(y)
         if self.norm is not None:
             z = self.norm(z)

@@ -94,10 +94,10 @@ class PolarizedSelfAttention(VisionModule):
         batch = x.shape[0]
         value = self.ch_wv(x).flatten(2)  # (B, C/2, HW)
         logits = self.ch_wq(x).flatten(2).unsqueeze(1)  # (B, 1, 1, HW)
-        weights = self.probe(safe_softmax(logits)).view(batch, -1, 1)  # (B, HW, 1)
+        weights = self.probe(safe_softmax(logits)).view(batch, logits.shape[-1], 1)  # (B, HW, 1)
         context = (value @ weights).unsqueeze(-1)  # (B, C/2, 1, 1)
         z = self.ch_wz(context).flatten(1)  # (B, C)
-        return self.gate(self.ln(z)).view(batch, -1, 1, 1)  # (B, C, 1, 1)
+        return self.gate(self.ln(z)).view(batch, self.channels, 1, 1)  # (B, C, 1, 1)
 
     def spatial_gate(self, x: torch.Tensor) -> torch.Tensor:
         """Spatial-only attention ``A_sp`` of shape ``(B, 1, H, W)``."""

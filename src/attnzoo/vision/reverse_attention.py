@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo._checks import check_positive_int, type_name
+from attnzoo._checks import check_positive_int
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 
@@ -97,9 +97,8 @@ class ReverseAttention(VisionModule):
 
     def forward(self, x: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        if not isinstance(side, torch.Tensor):
-            raise TypeError(f"side must be a torch.Tensor, got {type_name(side)}")
-        if side.dim() != 4 or side.shape[0] != x.shape[0] or side.shape[1] != 1:
+        self.check_input(side, "side", 1)
+        if side.shape[0] != x.shape[0]:
             raise ValueError(
                 f"side must be (B, 1, h, w) with B = {x.shape[0]} (the batch of x), "
                 f"got shape {tuple(side.shape)}"

@@ -55,11 +55,13 @@ class RadixSoftmax(nn.Module):
         self.groups = check_positive_int("groups", groups)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        batch = logits.shape[0]
+        batch, width = logits.shape
         if self.radix == 1:
             return torch.sigmoid(logits).unsqueeze(1)  # (B, 1, C)
-        logits = logits.view(batch, self.groups, self.radix, -1).transpose(1, 2)  # (B, R, K, C/K)
-        return F.softmax(logits, dim=1).reshape(batch, self.radix, -1)  # (B, R, C)
+        per_group = width // (self.groups * self.radix)  # explicit sizes: B = 0 is valid
+        logits = logits.view(batch, self.groups, self.radix, per_group)  # (B, K, R, C/K)
+        logits = logits.transpose(1, 2)  # (B, R, K, C/K)
+        return F.softmax(logits, dim=1).reshape(batch, self.radix, width // self.radix)  # (B, R, C)
 
     def extra_repr(self) -> str:
         return f"radix={self.radix}, groups={self.groups}"

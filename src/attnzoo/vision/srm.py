@@ -67,6 +67,8 @@ class StyleRecalibration(VisionModule):
 
     def style_pool(self, x: torch.Tensor) -> torch.Tensor:
         """Per-channel ``(mean, std)`` over the spatial dims: ``(B, C, *spatial) -> (B, C, 2)``."""
+        if x.shape[0] == 0:  # var_mean warns on an empty batch: no sample, no statistics
+            return x.new_zeros(0, x.shape[1], 2)  # (0, C, 2)
         dims = tuple(range(2, x.dim()))
         var, mean = torch.var_mean(x, dim=dims, correction=0)  # (B, C), (B, C)
         return torch.stack((mean, (var + self.eps).sqrt()), dim=-1)  # (B, C, 2)

@@ -138,6 +138,8 @@ class SpatialTransformer(VisionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
+        if x.shape[0] == 0:  # affine_grid refuses an empty batch: the warp of no image is none
+            return x.clone()
         theta = self.transform(x)
         grid = F.affine_grid(theta, list(x.shape), align_corners=self.align_corners)
         return F.grid_sample(
