@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.attnzoo-installed
+PEERS  := local-attention linformer performer-pytorch reformer-pytorch nystrom-attention \
+          linear-attention-transformer sinkhorn-transformer einops axial-positional-embedding \
+          product-key-memory CoLT5-attention hyper-connections
 
 .PHONY: demo test test-all lint format catalogue bench clean
 
@@ -14,6 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	@# timm is only a test oracle; its torchvision dependency has no CPU build, so no deps.
 	@# vaderSentiment ships the lexicon the text tasks read; its code (and requests) is unused.
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps timm PyYAML vaderSentiment
+	@# the peer packages of `attnzoo bench speed --peers` (pure PyTorch) and their pure-Python deps
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps $(PEERS)
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,4 +1,4 @@
-"""Degenerate inputs through every registered name (DESIGN.md section 4, reliability.md 11-23).
+"""Degenerate inputs through every registered name (docs/design.md section 4; failure modes 11-23).
 
 The same set of bad or empty inputs runs through every entry of the sequence, efficient, vision
 and positional registries, so that a new mechanism is enrolled by registering it: wrong dtype,

@@ -1,4 +1,4 @@
-"""Contract tests over the sequence and efficient registries (DESIGN.md sections 4, 5, 7).
+"""Contract tests over the sequence and efficient registries (docs/design.md sections 4, 5, 7).
 
 Registering a token mixer enrols it here. Mechanism-specific constructor options needed at tiny
 sizes go in ``OPTIONS``; capabilities come from the class flags (``supports_mask``,

@@ -16,7 +16,7 @@ from attnzoo.registry import all_entries
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "attnzoo"
 LAYERS = ["functional", "layers", "positional", "sequence", "efficient", "vision", "models"]
-# Allowed imports between subpackages (DESIGN.md section 2): each may import those listed.
+# Allowed imports between subpackages (docs/design.md section 2): each may import those listed.
 ALLOWED = {
     "functional": set(),
     "layers": {"functional"},
@@ -137,3 +137,39 @@ def test_ci_runs_the_readme_test_command():
 def test_public_api():
     for name in ("create", "create_model", "list_names", "info", "KVCache", "__version__"):
         assert hasattr(attnzoo, name)
+
+
+# ----------------------------------------------------------------------------- the design document
+OUTSIDE = re.compile(r"\.\./shared|/work/|DESIGN\.md|reliability\.md|\blra\.md|vision-modules\.md")
+REPO_TEXT = sorted(
+    list(ROOT.glob("src/**/*.py"))
+    + list(ROOT.glob("tests/**/*.py"))
+    + list(ROOT.glob("examples/*.py"))
+    + list(ROOT.glob("docs/**/*.md"))
+    + [ROOT / name for name in ("README.md", "CHANGELOG.md", "Makefile", "pyproject.toml")]
+)
+
+
+def test_nothing_refers_to_a_path_outside_the_repository():
+    this = Path(__file__).resolve()
+    hits = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in REPO_TEXT
+        if path.resolve() != this
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if OUTSIDE.search(line)
+    ]
+    assert not hits, "\n".join(hits)
+
+
+def test_references_to_the_design_document_exist():
+    design = (ROOT / "docs" / "design.md").read_text()
+    sections = {int(n) for n in re.findall(r"^## (\d+)\. ", design, re.MULTILINE)}
+    modes = {int(n) for n in re.findall(r"^(\d+)\. ", design.split("## 10.")[1], re.MULTILINE)}
+    assert sections == set(range(1, 12)) and modes == set(range(1, 41))
+    for path in REPO_TEXT:
+        text = path.read_text()
+        for number in re.findall(r"design\.md\s+sections?\s+(\d+)", text):
+            assert int(number) in sections, f"{path}: docs/design.md section {number}"
+        for number in re.findall(r"failure modes? (\d+)", text):
+            assert int(number) in modes, f"{path}: failure mode {number}"

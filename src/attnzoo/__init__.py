@@ -40,7 +40,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # viz, arena and cli sit above the library (DESIGN.md section 2): loaded on first use only.
+    # viz, arena and cli sit above the library (docs/design.md section 2): loaded on first use only.
     if name in ("viz", "arena", "cli"):
         import importlib
 

@@ -119,6 +119,12 @@ def _build_parser() -> _Parser:
         metavar="NAME:KEY=VALUE",
         help="constructor option for one mechanism, e.g. local:window=256 (repeatable)",
     )
+    s.add_argument(
+        "--peers",
+        action="store_true",
+        help="add each mechanism's peer package (sdpa_fused for mha, peer_local for local, ...) "
+        "and print the side-by-side speed-ups",
+    )
     s.add_argument("--output", help="also write results as JSON (atomically)")
 
     v = bench.add_parser("vision", help="params, FLOPs, latency (and accuracy) of vision modules")
@@ -392,11 +398,18 @@ def _cmd_bench_speed(args) -> int:
         SpeedConfig,
         dense_notes,
         failed_cells,
+        format_peer_table,
         format_table,
         run_speed,
         write_json,
     )
 
+    if args.peers:
+        from attnzoo.arena.peers import PEERS
+
+        for peer, spec in PEERS.items():
+            if spec.mechanism in args.names and peer not in args.names:
+                args.names.append(peer)
     for name in args.names:
         if name in BASELINES:
             continue
@@ -417,6 +430,10 @@ def _cmd_bench_speed(args) -> int:
                 f"argument --option: expected NAME:KEY=VALUE with NAME in --names, got {item!r}"
             )
         options.setdefault(name, {})[key] = _parse_value(value)
+    if args.peers:  # a peer shares its mechanism's configuration
+        for peer, spec in PEERS.items():
+            if peer in args.names and spec.mechanism in options:
+                options.setdefault(peer, {}).update(options[spec.mechanism])
     if args.device.startswith("cuda"):
         import torch
 
@@ -455,6 +472,9 @@ def _cmd_bench_speed(args) -> int:
     results = run_speed(config, progress=progress)
     reference = "mha" if "mha" in args.names else args.names[0]
     print(format_table(results, reference=reference))
+    if args.peers:
+        print()
+        print(format_peer_table(results))
     for line in dense_notes(results):
         print(line)
     if args.output:

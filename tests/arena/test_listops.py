@@ -176,7 +176,7 @@ def test_generate_is_prefix_consistent_and_shuffled():
 
 
 def test_label_statistics_follow_lra():
-    """lra.md 2.5: 0 and 9 lead (MIN and MAX push to the extremes), each about 15-16%."""
+    """As in LRA's ListOps data: 0 and 9 lead (MIN and MAX push to the extremes), ~15-16% each."""
     labels = [t.label for t in small(seed=5, min_length=50, max_length=256).generate(1000)]
     freq = np.bincount(labels, minlength=10) / len(labels)
     assert set(np.argsort(freq)[-2:]) == {0, 9}
@@ -186,7 +186,7 @@ def test_label_statistics_follow_lra():
     lengths = [
         len(t.text.split()) for t in small(seed=5, min_length=50, max_length=256).generate(500)
     ]
-    assert 130 < statistics.mean(lengths) < 170  # lra.md: mean and median about 151
+    assert 130 < statistics.mean(lengths) < 170  # LRA's data: mean and median about 151
 
 
 def test_splits_through_create_and_the_cache(tmp_path, monkeypatch):

@@ -93,7 +93,7 @@ def test_each_target_snake_is_one_chain_of_dashes(renders):
 
 
 def test_about_sixty_percent_of_pixels_are_black(renders):
-    """lra.md 3.4: about 60% of the original's 32x32 hard images are exactly 0."""
+    """As in LRA's released data: about 60% of the original's 32x32 hard images are exactly 0."""
     zeros = np.array([np.mean(r.image == 0) for r in renders])
     assert 0.50 <= zeros.mean() <= 0.70
     assert zeros.min() > 0.35

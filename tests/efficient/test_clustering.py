@@ -4,7 +4,7 @@ Exactness regimes (issue 3): reformer with one bucket == dense shared-QK attenti
 self-exclusion rule; routing with one cluster == dense attention of the layer-normalised queries
 and keys; sinkhorn with one block == dense attention. Beyond those, each mechanism is checked
 against a plain reference built here from ``attention_reference`` and loops (given the hash
-buckets, the centroids or the permutation), and reliability item 35 (Reformer LSH).
+buckets, the centroids or the permutation), and failure mode 35 (Reformer LSH).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Low-rank (linformer, nystrom) and kernel (linear, performer) attention.
 
-Exactness regimes of issue 3, reliability items 33 (Linformer), 34 (Performer) and 36
-(Nystromformer), the recurrent form of linear attention and the shared kernel core.
+Exactness regimes of issue 3, failure modes 33 (Linformer), 34 (Performer) and 36 (Nystromformer)
+of docs/design.md section 10, the recurrent form of linear attention and the shared kernel core.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def test_local_with_window_covering_the_sequence_is_mha(length):
         )
 
 
-def test_local_window_zero_returns_each_tokens_own_value():  # reliability item 32
+def test_local_window_zero_returns_each_tokens_own_value():  # failure mode 32
     local = make("local", window=0)
     x = x_(2, 11)
     v = F.linear(x, local.v_proj.weight, local.v_proj.bias)
@@ -221,7 +221,7 @@ def test_longformer_defaults_and_num_global():
 
 
 @pytest.mark.parametrize("length", [63, 64, 65, 130])
-def test_bigbird_lengths_not_divisible_by_the_block_size(length):  # reliability item 32
+def test_bigbird_lengths_not_divisible_by_the_block_size(length):  # failure mode 32
     module = make("bigbird", block_size=8, seed=3)
     x, real = x_(2, length), padding(2, length)
     want = expected(module, masks.bigbird(8, q_len=length, seed=3), x, real=real)
@@ -337,7 +337,7 @@ def test_pattern_mask_functions_and_aliases():
         masks.fixed(4, 5)
 
 
-def test_nan_in_padded_keys_does_not_leak():  # reliability item 23
+def test_nan_in_padded_keys_does_not_leak():  # failure mode 23
     x, real = x_(2, 30), torch.ones(2, 30, dtype=torch.bool)
     real[:, 20:] = False
     x[:, 20:] = float("nan")
@@ -376,7 +376,7 @@ def test_unsupported_capabilities_raise(name):
 
 
 @pytest.mark.parametrize("name", [*PATTERNS, "memory_efficient"])
-def test_empty_batch_and_empty_sequence(name):  # reliability item 11
+def test_empty_batch_and_empty_sequence(name):  # failure mode 11
     module = make(name, **PATTERNS.get(name, ({},))[0])
     assert module(x_(0, 9)).shape == (0, 9, DIM)
     assert module(x_(2, 0)).shape == (2, 0, DIM)

@@ -1,6 +1,6 @@
 """Entry checks of the functional helpers: each error blames the argument that is wrong.
 
-DESIGN.md section 4: a bad argument raises ``TypeError``/``ValueError`` naming *that*
+docs/design.md section 4: a bad argument raises ``TypeError``/``ValueError`` naming *that*
 argument, what was expected and what was given, before any raw PyTorch error (or silent
 broadcast) can happen further in.
 """

@@ -1,4 +1,7 @@
-"""attention() vs attention_reference(), and the bad inputs of reliability.md section 8 (1-28)."""
+"""attention() vs attention_reference(), and failure modes 1-28 of docs/design.md section 10.
+
+A comment ``# item N`` names the failure mode a test tries.
+"""
 
 from __future__ import annotations
 

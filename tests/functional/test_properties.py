@@ -1,4 +1,4 @@
-"""Hypothesis properties of attention (reliability.md section 4)."""
+"""Hypothesis properties of attention (docs/design.md section 11)."""
 
 from __future__ import annotations
 

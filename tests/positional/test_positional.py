@@ -1,4 +1,7 @@
-"""Positional encodings: golden values, paper algorithms, relative invariances, length limits."""
+"""Positional encodings: golden values, paper algorithms, relative invariances, length limits.
+
+A comment ``# item N`` names the failure mode of docs/design.md section 10 a test tries.
+"""
 
 from __future__ import annotations
 

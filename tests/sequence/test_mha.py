@@ -1,4 +1,7 @@
-"""mha: equality with torch.nn.MultiheadAttention, GQA, KV cache, weights, errors."""
+"""mha: equality with torch.nn.MultiheadAttention, GQA, KV cache, weights, errors.
+
+A comment ``# item N`` names the failure mode of docs/design.md section 10 a test tries.
+"""
 
 from __future__ import annotations
 

@@ -84,6 +84,20 @@ def test_nadaraya_watson_learns_bandwidth_on_survey_data():
     assert mse_trained < mse_average
 
 
+@pytest.mark.parametrize("offset", [0.0, 1e4])
+def test_nadaraya_watson_distances_do_not_cancel_far_from_the_origin(offset):
+    # keys and queries around 1e4: the |q|^2 + |k|^2 - 2 q.k expansion loses every digit of
+    # |q - k|^2 in float32; differences keep them. The float64 reference gets the same inputs.
+    gen = torch.Generator().manual_seed(0)
+    x = (offset + torch.randn(2, 6, 4, generator=gen)).float()
+    context = (offset + torch.randn(2, 9, 4, generator=gen)).float()
+    nw = attnzoo.create("nadaraya_watson", 4)
+    _, weights = nw(x, context, need_weights=True)
+    diff = x.double()[:, :, None] - context.double()[:, None]  # (B, L, S, C)
+    want = torch.softmax(-diff.square().sum(-1) / 2, dim=-1)  # w = 1
+    assert_close(weights[:, 0].double(), want, atol=1e-5, rtol=1e-4)
+
+
 def test_nadaraya_watson_module_gradient_reaches_w():
     nw = attnzoo.create("nadaraya_watson", 4, num_heads=2)
     nw(torch.randn(2, 3, 4), torch.randn(2, 6, 4)).sum().backward()

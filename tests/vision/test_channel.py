@@ -1,6 +1,6 @@
 """Channel attention modules: se, eca, gct, gsop, fca, srm, sk, split.
 
-Known answers come from /work/shared/reference/vision-modules.md (parameter counts, ECA kernel
+Known answers come from the papers (docs/vision.md cites them: parameter counts, ECA kernel
 sizes, FcaNet frequencies) or are computed by hand / with independent torch code here.
 """
 

@@ -1,4 +1,4 @@
-"""Contract tests over the vision registry (DESIGN.md section 5, reliability.md item 37).
+"""Contract tests over the vision registry (docs/design.md section 5 and failure mode 37).
 
 Every registered vision module: shape preserved on odd and 1x1 maps (and 1-D / 3-D inputs where
 ``spatial_dims`` says so), finite gradients to every parameter, eval determinism, no NaN, clear

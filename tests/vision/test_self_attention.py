@@ -1,6 +1,6 @@
 """Self-attention vision modules: non_local, gc, dnl, ccnet, psa, outlook.
 
-Known answers come from /work/shared/reference/vision-modules.md (parameter counts, identity at
+Known answers come from the papers (docs/vision.md cites them: parameter counts, identity at
 init, bias invariances, CCNet reach, Outlook's 9c interior) or from independent float64 code
 written here from the papers' equations; timm supplies reference implementations for non_local,
 gc and outlook.

@@ -1,7 +1,7 @@
 """Structural vision modules: residual_attention, reverse_attention, arm, ffm, stdc_fusion.
 
-Known answers come from /work/shared/reference/vision-modules.md (sections 14-17 and the summary
-table) and from small re-implementations, written here, of the official code: STDC-Seg
+Known answers come from the papers (docs/vision.md cites them) and from small
+re-implementations, written here, of the official code: STDC-Seg
 ``models/model_stages.py`` (ARM, FFM, ContextPath), RAS-pytorch ``v1/RAS.py`` (``RA``) and the
 Caffe ``Attention-56-deploy.prototxt`` wiring. timm ships none of these modules, so there is no
 timm comparison here.

@@ -16,7 +16,9 @@ Besides registry names, ``torch_mha`` benchmarks ``torch.nn.MultiheadAttention``
 ``flex_local`` the same four projections around ``torch.compile(flex_attention)`` with a
 ``create_block_mask`` of ``attnzoo.masks.sliding_window(window)`` (``--option
 flex_local:window=256``, default 256; causal with ``--causal``). The compiling first call is the
-memory measurement and never timed.
+memory measurement and never timed. The peer packages (``sdpa_fused``, ``peer_local``, ...) are
+the baselines of :mod:`attnzoo.arena.peers`; :func:`format_peer_table` compares each with its
+attnzoo counterpart.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from attnzoo.arena.io import write_json_atomic
+from attnzoo.arena.peers import PEERS, build_peer
 
 __all__ = [
     "BASELINES",
@@ -42,13 +45,14 @@ __all__ = [
     "TrainStepConfig",
     "dense_notes",
     "failed_cells",
+    "format_peer_table",
     "format_table",
     "run_speed",
     "run_train_steps",
     "write_json",
 ]
 
-BASELINES = ("torch_mha", "flex_local")
+BASELINES = ("torch_mha", "flex_local", *PEERS)
 
 
 @dataclass
@@ -122,6 +126,12 @@ def _build(cfg: dict[str, Any], length: int):
 
     elif name == "flex_local":
         module = _flex_local(dim, heads, causal=cfg["causal"], **options)
+
+        def call(x):
+            return module(x)
+
+    elif name in PEERS:
+        module = build_peer(name, dim, heads, length, cfg["causal"], options)
 
         def call(x):
             return module(x)
@@ -424,6 +434,31 @@ def format_table(results: list[SpeedResult], reference: str = "mha") -> str:
         rows.append(
             f"| {r.name} | {r.length} | {_fmt(r.seconds and r.seconds * 1e3, '.1f')} | "
             f"{_fmt(time_ratio, '.2f')} | {_fmt(r.peak_mb, '.1f')} | {_fmt(mem_ratio, '.2f')} |"
+        )
+    return "\n".join(rows)
+
+
+def format_peer_table(results: list[SpeedResult]) -> str:
+    """Markdown table: each peer baseline beside its attnzoo mechanism, with the speed-up."""
+    by_cell = {(r.name, r.length): r for r in results}
+    rows = [
+        "| attnzoo | peer | L | attnzoo ms | peer ms | speed-up | attnzoo MB | peer MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        if r.name not in PEERS:
+            continue
+        ours = by_cell.get((PEERS[r.name].mechanism, r.length))
+        if ours is None:
+            continue
+        speedup = None
+        if ours.seconds and r.seconds:
+            speedup = r.seconds / ours.seconds
+        peer_ms = f"error: {r.error}" if r.error else _fmt(r.seconds and r.seconds * 1e3, ".1f")
+        rows.append(
+            f"| {ours.name} | {r.name} | {r.length} | "
+            f"{_fmt(ours.seconds and ours.seconds * 1e3, '.1f')} | {peer_ms} | "
+            f"{_fmt(speedup, '.2f')}x | {_fmt(ours.peak_mb, '.1f')} | {_fmt(r.peak_mb, '.1f')} |"
         )
     return "\n".join(rows)
 

@@ -6,7 +6,8 @@
   2 CPU cores. Too few steps for most mechanisms to learn: it shows the pipeline and the costs.
 - ``standard``: reduced lengths with enough steps to learn (the run whose report is committed in
   ``docs/arena.md``); hours on 2 CPU cores.
-- ``paper``: LRA's lengths, sizes and per-task configurations (``lra.md`` section 4), for a GPU.
+- ``paper``: LRA's lengths, sizes and the per-task configurations released with the LRA code,
+  for a GPU.
 
 Mechanism options that depend on the length (window, block and bucket sizes, landmarks,
 projected length) are scaled with the task's length by :func:`mechanism_options`, using LRA's
@@ -184,7 +185,7 @@ def _standard() -> Preset:
 
 
 def _paper() -> Preset:
-    # lra.md section 4.2: the released configurations
+    # the configurations released with the LRA code (google-research/long-range-arena)
     listops = TaskPreset(
         {"n_train": 96_000, "n_val": 2_000, "n_test": 2_000},
         ModelConfig(dim=512, num_heads=8, num_layers=4, ffn_dim=1024, pooling="cls"),

@@ -1,6 +1,6 @@
 """The ``efficient`` family: long-sequence attention.
 
-Members register themselves when imported here (DESIGN.md section 3). Groups: patterns,
+Members register themselves when imported here (docs/design.md section 3). Groups: patterns,
 clustering, low-rank, kernel and attention-free (see docs/efficient/).
 """
 

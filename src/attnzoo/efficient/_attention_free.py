@@ -1,7 +1,7 @@
 """``AttentionFreeBase``: the module contract for token mixers without q/k/v projections.
 
 MLP-Mixer's token MLP and FNet's Fourier transform mix tokens without queries, keys, values or
-attention weights. They still follow the sequence contract of DESIGN.md section 5 —
+attention weights. They still follow the sequence contract of docs/design.md section 5 —
 ``Cls(dim, *, num_heads=8, head_dim=None, qkv_bias=True, attn_drop=0.0, proj_drop=0.0, ...)``
 and ``forward(x, context=None, *, mask=None, is_causal=False)`` — so that any model can swap
 them in. This base validates those arguments and reuses :class:`AttentionBase`'s input and mask

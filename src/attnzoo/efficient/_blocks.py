@@ -303,7 +303,7 @@ def with_dense_rows(
     keep = keep_fn(rows.unsqueeze(-1), kv_pos)  # (G, S)
     mask = keep if key_padding is None else keep & key_padding[:, None, None, :]  # (B, 1, G, S)
     full = attention(q.index_select(2, rows), k, v, mask=mask, dropout_p=dropout_p)
-    return out.index_copy(2, rows, full)
+    return out.index_copy(2, rows, full.to(out.dtype))  # the band may run in float32
 
 
 def merge_lse(

@@ -3,7 +3,7 @@
 A fixed-length mechanism owns parameters indexed by position (a ``seq_len x seq_len`` matrix,
 an MLP over the token axis ...). It is built with ``seq_len``; an input of length
 ``L <= seq_len`` uses the first ``L`` positions of those parameters (the fairseq rule for
-Linformer, reliability item 33), and a longer input raises ``ValueError`` naming ``seq_len``.
+Linformer, failure mode 33), and a longer input raises ``ValueError`` naming ``seq_len``.
 """
 
 from __future__ import annotations

@@ -61,8 +61,9 @@ def softmax_kernel_features(
     *,
     shift: torch.Tensor | float | None = None,
     normalise_rows: bool = False,
+    return_log_scale: bool = False,
     out: torch.Tensor | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Positive random features of the softmax kernel (FAVOR+, Choromanski et al. 2021).
 
     ``phi(x) = exp(w^T x' - |x'|^2 / 2 - shift) / sqrt(m)`` with ``x' = x / hd^(1/4)``, so that
@@ -79,19 +80,29 @@ def softmax_kernel_features(
         normalise_rows: Instead of ``shift``, subtract each row's own largest exponent (the
             largest feature is 1: no overflow). A per-row factor cancels in that row's
             normalisation, so use it for queries.
+        return_log_scale: With ``normalise_rows``, also return what was subtracted:
+            ``(f, log_scale (..., n, 1))`` with ``phi(x) = f * exp(log_scale)`` up to the
+            constant ``1 / sqrt(m)`` (keys: their stable decomposition, whatever ``|x|``).
         out: Contiguous ``(..., n, m)`` tensor to write the features into (memory reused
             across calls; ``out=`` takes no autograd).
 
     Returns:
-        ``(..., n, m)`` features.
+        ``(..., n, m)`` features (and the ``(..., n, 1)`` log-scales, see above).
     """
     hd, m = x.shape[-1], projection.shape[0]
     w = projection * (hd**-0.25 * LOG2E)  # (m, hd): log2(e) w^T x' = (w log2(e) / hd^(1/4))^T x
     rows = x.reshape(-1, hd)  # (N, hd), a view of contiguous input
     target = None if out is None else out.view(-1, m)  # (N, m)
+    if return_log_scale and not normalise_rows:
+        raise ValueError("return_log_scale=True needs normalise_rows=True")
     if normalise_rows:  # the |x'|^2 / 2 term is constant per row: it cancels too
         scores = torch.mm(rows, w.transpose(0, 1), out=target)  # (N, m)
-        scores.sub_(scores.detach().amax(-1, keepdim=True))  # a constant: cancels, no gradient
+        row_max = scores.detach().amax(-1, keepdim=True)  # (N, 1), log2 units, no gradient
+        scores.sub_(row_max)  # a constant per row: cancels, no gradient
+        if return_log_scale:  # natural log of what was taken out, the |x'|^2 / 2 term included
+            log_scale = row_max / LOG2E - 0.5 * hd**-0.5 * rows.square().sum(-1, keepdim=True)
+            features = scores.exp2_().view(*x.shape[:-1], m)  # (..., n, m)
+            return features, log_scale.view(*x.shape[:-1], 1)  # (..., n, 1)
     else:
         offset = 0.5 * hd**-0.5 * x.square().sum(-1, keepdim=True) + 0.5 * math.log(m)
         if shift is not None:

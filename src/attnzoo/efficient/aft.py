@@ -90,11 +90,14 @@ class AttentionFreeTransformer(AttentionBase):
       tensor). Band biases are stored as ``(seq_len, 2 s - 1)``; entries whose key would fall
       outside the sequence are never used.
 
-    Numerics: ``exp`` is taken after subtracting the (detached) maximum of ``K`` over valid keys
-    and the maximum of each bias row, which cancel in the ratio. The shift of ``K`` is shared by
-    all queries, so a causal query whose visible keys all lie far below the largest key of the
-    sequence (about 100 in float32, 700 in float64) underflows to a zero output, never a NaN.
-    Non-causal AFT-simple is exact at any scale. Half inputs are mixed in float32.
+    Numerics, at any scale: ``exp`` is taken after subtracting the (detached) maximum of ``K``
+    over valid keys and the maximum of each bias row, which cancel in the ratio. That shift is
+    shared by all queries, so a query whose visible keys all lie far below the strongest key
+    of the sequence (a causal prefix, or a row whose biases hide the strongest key) would
+    underflow; every row whose denominator falls below ``sqrt(finfo.tiny)`` is therefore
+    recomputed with its own shift (an exact softmax over its visible keys, ``O(S D)`` per such
+    row), so every output is exact to rounding and causal — no later key can push an earlier
+    row into underflow. Half inputs are mixed in float32.
 
     Capabilities: ``is_causal=True`` restricts every sum to ``t' <= t`` (biases masked, prefix
     sums). Boolean ``(B, S)`` padding masks give padded keys weight exactly 0 (and zero their
@@ -205,17 +208,65 @@ class AttentionFreeTransformer(AttentionBase):
         """The ``(L, L)`` matrix ``w`` of the current mode, ``-inf`` where causality hides keys."""
         if self.mode == "full":
             bias = self.pos_bias[:length, :length]
+            if is_causal:
+                causal = torch.ones_like(bias, dtype=torch.bool).tril()
+                bias = bias.masked_fill(~causal, float("-inf"))
+            return bias
+        rows = torch.arange(length, device=device if device is not None else self._device())
+        return self.bias_rows(rows, length, is_causal)
+
+    def _device(self) -> torch.device:
+        return self.q_proj.weight.device
+
+    def bias_rows(self, rows: torch.Tensor, length: int, is_causal: bool) -> torch.Tensor:
+        """Rows ``rows`` (``(n,)`` query positions) of :meth:`dense_bias`: ``(n, L)``."""
+        pos = torch.arange(length, device=rows.device)
+        if self.mode == "full":
+            bias = self.pos_bias[rows, :length]
+        elif self.mode == "local":
+            col = pos[None, :] - rows[:, None] + self._half - 1  # (n, L) band column
+            inside = (col >= 0) & (col <= 2 * self._half - 2)
+            band = self.pos_bias[rows].gather(1, col.clamp(0, 2 * self._half - 2))
+            bias = torch.where(inside, band, torch.zeros_like(band))
         else:
-            bias = torch.zeros(length, length, device=device)
-            if self.mode == "local":
-                pos = torch.arange(length, device=self.pos_bias.device)
-                col = pos[None, :] - pos[:, None] + self._half - 1  # (L, L) band column
-                inside = (col >= 0) & (col <= 2 * self._half - 2)
-                band = self.pos_bias[:length].gather(1, col.clamp(0, 2 * self._half - 2))
-                bias = torch.where(inside, band, torch.zeros_like(band))
+            bias = torch.zeros(len(rows), length, device=rows.device)
         if is_causal:
-            bias = bias.masked_fill(~torch.ones_like(bias, dtype=torch.bool).tril(), float("-inf"))
+            bias = bias.masked_fill(pos[None, :] > rows[:, None], float("-inf"))
         return bias
+
+    def _rescued_ratio(
+        self,
+        num: torch.Tensor,
+        den: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        keep: torch.Tensor | None,
+        is_causal: bool,
+    ) -> torch.Tensor:
+        """``num / den`` (``(B, L, D)``), with rows near underflow recomputed with their own shift.
+
+        A row whose denominator (in the shared shift's units) is below ``sqrt(tiny)`` may have
+        lost its visible keys to underflow: it is recomputed as an exact softmax over its
+        visible keys. Rows above keep all terms that matter (lost ones are ``< sqrt(tiny)``
+        relative). Rows with no visible key come out as exact zeros either way.
+        """
+        ratio = _ratio(num, den)  # (B, L, D)
+        weak = (den < torch.finfo(den.dtype).tiny ** 0.5).any(-1)  # (B, L)
+        if not bool(weak.any()):
+            return ratio
+        batch_idx, row_idx = weak.nonzero(as_tuple=True)  # (n,) each
+        if keep is not None:
+            v = v.masked_fill(~keep[..., None], 0.0)
+        fixed = []
+        for start in range(0, len(row_idx), 64):  # (64, S, D) at a time
+            b, i = batch_idx[start : start + 64], row_idx[start : start + 64]
+            logits = self.bias_rows(i, k.shape[1], is_causal).to(k.dtype)[:, :, None] + k[b]
+            if keep is not None:
+                logits = logits.masked_fill(~keep[b][..., None], float("-inf"))  # (n, S, D)
+            shift = logits.detach().amax(dim=1, keepdim=True)  # (n, 1, D)
+            weights = (logits - torch.where(torch.isfinite(shift), shift, 0.0)).exp()
+            fixed.append(_ratio((weights * v[b]).sum(1), weights.sum(1)))  # (n, D)
+        return ratio.index_put((batch_idx, row_idx), torch.cat(fixed))
 
     def reference(
         self,
@@ -237,7 +288,7 @@ class AttentionFreeTransformer(AttentionBase):
         pos_weights = (bias - _row_shift(bias)).exp_()  # (L, S), one L x S buffer
         e, ev = _key_weights(k, v, keep)  # (B, S, D) each
         num, den = torch.matmul(pos_weights, torch.cat([ev, e], dim=-1)).chunk(2, dim=-1)
-        mixed = torch.sigmoid(q) * _ratio(num, den)  # (B, L, D)
+        mixed = torch.sigmoid(q) * self._rescued_ratio(num, den, k, v, keep, is_causal)
         if not need_weights:
             return mixed, None
         inv = _ratio(torch.ones_like(den), den)  # (B, L, D), 0 where nothing is visible
@@ -260,7 +311,8 @@ class AttentionFreeTransformer(AttentionBase):
             num, den = ev.cumsum(dim=1), e.cumsum(dim=1)  # (B, L, D)
         else:
             num, den = ev.sum(dim=1, keepdim=True), e.sum(dim=1, keepdim=True)  # (B, 1, D)
-        return torch.sigmoid(q) * _ratio(num, den)
+            num, den = num.expand_as(q), den.expand_as(q)  # (B, L, D)
+        return torch.sigmoid(q) * self._rescued_ratio(num, den, k, v, keep, is_causal)
 
     def _local(
         self,
@@ -309,7 +361,7 @@ class AttentionFreeTransformer(AttentionBase):
         band = band.reshape(batch, blocks * blk, 2 * width)[:, :length]  # (B, L, 2D)
         scale = torch.exp(-shift).reshape(blocks * blk, 1)[:length]  # (L, 1)
         num, den = (scale * outside + band).chunk(2, dim=-1)
-        return torch.sigmoid(q) * _ratio(num, den)
+        return torch.sigmoid(q) * self._rescued_ratio(num, den, k, v, keep, is_causal)
 
     def extra_repr(self) -> str:
         window = f", local_window={self.local_window}" if self.mode == "local" else ""

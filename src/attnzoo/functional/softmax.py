@@ -1,6 +1,6 @@
 """Masked softmax: the one place where masks meet scores.
 
-Conventions (DESIGN.md section 4): a boolean mask is ``True`` where a query may attend; a float
+Conventions (docs/design.md section 4): a boolean mask is ``True`` where a query may attend; a float
 mask is an additive bias (``-inf`` forbids). A query row with nothing to attend to gives exact
 zeros, in the weights and in the gradients, never NaN. Half-precision scores are normalised in
 float32 and returned in their own dtype.

@@ -1,7 +1,7 @@
 """``AttentionBase``: what every sequence/efficient attention module shares.
 
 It owns the four projections (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``), the dropouts and
-the :class:`AttentionProbe`, and turns the module contract of DESIGN.md section 5 —
+the :class:`AttentionProbe`, and turns the module contract of docs/design.md section 5 —
 ``forward(x, context=None, *, mask=None, is_causal=False)`` on ``(B, L, C)`` — into validated
 tensors. Subclasses implement only the mixing of ``q, k, v``.
 """

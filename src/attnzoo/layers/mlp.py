@@ -15,8 +15,8 @@ class SqueezeMlp(nn.Module):
     """``fc2(act(fc1(z)))`` on channel descriptors ``z`` of shape ``(..., C)``.
 
     The excitation MLP of SE-style modules (Hu et al. 2018): ``C -> hidden -> out``. The
-    layers are ``nn.Linear`` named ``fc1``/``fc2`` (DESIGN.md section 5); a ``1x1`` convolution on a
-    pooled map is the same map (copy weights with ``weight.view(out, in, 1, 1)``).
+    layers are ``nn.Linear`` named ``fc1``/``fc2`` (docs/design.md section 5); a ``1x1``
+    convolution on a pooled map is the same map (copy weights with ``weight.view(out, in, 1, 1)``).
 
     Args:
         channels: Input width ``C``.

@@ -1,6 +1,6 @@
 """The ``models`` family: whole networks.
 
-Members register themselves when imported here (DESIGN.md section 3).
+Members register themselves when imported here (docs/design.md section 3).
 """
 
 from attnzoo.models import decoder_lm, lra, resnet, transformer, vit  # noqa: F401  (register)

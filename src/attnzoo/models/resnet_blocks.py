@@ -1,7 +1,7 @@
 """Residual blocks with attention slots, and the rule that places a vision module in a ResNet.
 
-Where a module goes is decided once per network by :func:`plan_attention` (DESIGN.md: "defaults
-reproduce the paper"). Placements, per block:
+Where a module goes is decided once per network by :func:`plan_attention` (docs/design.md
+section 5: "defaults reproduce the paper"). Placements, per block:
 
 - ``residual``: on the residual branch after its last BN, before the addition (SE, ECA, CBAM,
   GC, and by default every gating module whose paper fixes nothing else).

@@ -95,7 +95,8 @@ class AdditiveAttention(AttentionBase):
         if valid_lens is not None:
             lens = lengths_to_mask(valid_lens.to(x.device), (batch, heads, q_len, k.shape[2]))
             mask = merge_masks(mask, lens)
-        scores = additive_score(q, k, None, None, self.score_vector)  # (B, nh, L, S)
+        w_v = self.score_vector.to(q.dtype)  # under autocast q is half, the parameter is not
+        scores = additive_score(q, k, None, None, w_v)  # (B, nh, L, S)
         out, attn = self.attend_scores(scores, v, mask, is_causal)
         y = self.finish(out, unbatched)
         return (y, attn.squeeze(0) if unbatched else attn) if need_weights else y

@@ -9,7 +9,20 @@ from attnzoo._checks import check_finite, type_name
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import SEQUENCE, Paper
 
-__all__ = ["NadarayaWatsonAttention"]
+__all__ = ["NadarayaWatsonAttention", "squared_distances"]
+
+
+def squared_distances(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``|q_i - k_j|^2`` of ``(..., L, d)`` and ``(..., S, d)``: ``(..., L, S)``.
+
+    Computed from the differences (``torch.cdist`` without its matrix-product shortcut), so the
+    result is exact to the rounding of ``q_i - k_j`` even for inputs far from the origin, in
+    ``O(L S)`` memory. Empty inputs give an empty result.
+    """
+    if q.shape[-2] == 0 or k.shape[-2] == 0 or q.shape[-1] == 0:
+        return q.new_zeros(*q.shape[:-1], k.shape[-2])  # (..., L, S)
+    return torch.cdist(q, k, compute_mode="donot_use_mm_for_euclid_dist").square()
+
 
 NADARAYA_1964 = Paper(
     title="On Estimating Regression",
@@ -138,10 +151,12 @@ class NadarayaWatsonAttention(AttentionBase):
             v = self._split_values(values, x, k.shape[2])  # (B, nh, S, hd_v)
         batch, _, q_len, _ = q.shape
         mask = self.check_mask(mask, batch, q_len, k.shape[2], q.dtype)
-        # |q - k|^2 = |q|^2 + |k|^2 - 2 q.k, without the (B, nh, L, S, hd) difference tensor.
-        sq_dist = q.pow(2).sum(-1, keepdim=True) + k.pow(2).sum(-1).unsqueeze(-2) - 2 * q @ k.mT
+        # |q - k|^2 from the differences themselves (exact to their rounding, whatever the
+        # offset of q and k; the |q|^2 + |k|^2 - 2 q.k expansion cancels for un-centred inputs),
+        # without materialising the (B, nh, L, S, hd) difference tensor.
+        sq_dist = squared_distances(q, k)  # (B, nh, L, S)
         scale = self.w.pow(2).view(1, -1, 1, 1) / 2  # (1, nh, 1, 1)
-        scores = -scale * sq_dist.clamp_min(0.0)  # (B, nh, L, S)
+        scores = -scale * sq_dist  # (B, nh, L, S)
         out, attn = self.attend_scores(scores, v, mask, is_causal)
         if values is not None and isinstance(self.out_proj, nn.Identity):
             batch, heads, length, width = out.shape

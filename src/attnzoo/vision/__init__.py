@@ -1,7 +1,7 @@
 """The ``vision`` family: ``(B, C, H, W)`` attention plug-ins from the survey's vision article.
 
-Members register themselves when imported here (DESIGN.md section 3). Domains follow the survey:
-channel, spatial, self-attention, mixed (channel and spatial) and structural.
+Members register themselves when imported here (docs/design.md section 3). Domains follow the
+survey: channel, spatial, self-attention, mixed (channel and spatial) and structural.
 """
 
 from attnzoo.vision import (  # noqa: F401  (imports register the modules)

@@ -12,7 +12,7 @@ __all__ = ["VisionModule"]
 
 
 class VisionModule(nn.Module):
-    """Base of the vision family (DESIGN.md section 5): ``Cls(channels, *, ...)``, ``forward(x)``.
+    """Base of the vision family (docs/design.md section 5): ``Cls(channels, *, ...)``, ``(x)``.
 
     Class attributes declare what a module can take:
 
