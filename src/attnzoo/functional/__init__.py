@@ -7,12 +7,14 @@ from attnzoo.functional import masks
 from attnzoo.functional.attention import attention, attention_reference, validate_qkv
 from attnzoo.functional.hard import hard_attention
 from attnzoo.functional.heads import merge_heads, split_heads
+from attnzoo.functional.normalizers import entmax15, sparsemax
 from attnzoo.functional.pooling import attention_pooling, average_pooling, nadaraya_watson, pool
 from attnzoo.functional.scoring import (
     additive_score,
     bilinear_score,
     cosine_score,
     dot_score,
+    l2_score,
     scaled_dot_score,
 )
 from attnzoo.functional.softmax import (
@@ -33,7 +35,9 @@ __all__ = [
     "causal_mask",
     "cosine_score",
     "dot_score",
+    "entmax15",
     "hard_attention",
+    "l2_score",
     "lengths_to_mask",
     "masked_softmax",
     "masks",
@@ -43,6 +47,7 @@ __all__ = [
     "pool",
     "safe_softmax",
     "scaled_dot_score",
+    "sparsemax",
     "split_heads",
     "validate_qkv",
 ]

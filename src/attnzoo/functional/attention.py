@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from attnzoo._checks import check_choice, check_finite, check_probability, type_name
+from attnzoo.functional.normalizers import get_normalizer
 from attnzoo.functional.pooling import pool
 from attnzoo.functional.softmax import (
     ALIGNMENTS,
@@ -112,6 +113,7 @@ def attention_reference(
     dropout_p: float = 0.0,
     need_weights: bool = False,
     causal_alignment: str = "bottom_right",
+    normalizer: str = "softmax",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Plain-maths scaled dot-product attention: the oracle for every test in attnzoo.
 
@@ -131,6 +133,8 @@ def attention_reference(
         need_weights: Also return the ``(B, nh, L, S)`` weights (before dropout).
         causal_alignment: ``"bottom_right"`` (query ``i`` sees ``j <= i + S - L``) or
             ``"top_left"`` (``j <= i``).
+        normalizer: ``"softmax"``, or the sparse ``"sparsemax"`` / ``"entmax15"``
+            (:mod:`attnzoo.functional.normalizers`).
 
     Returns:
         ``out`` of shape ``(B, nh, L, hd_v)``, or ``(out, weights)`` when ``need_weights``.
@@ -147,6 +151,7 @@ def attention_reference(
     """
     if not isinstance(need_weights, bool):
         raise TypeError(f"need_weights must be a bool, got {type_name(need_weights)}")
+    normalize = get_normalizer(normalizer)
     groups, scale, merged = _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
     compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
     if groups > 1:
@@ -156,7 +161,7 @@ def attention_reference(
     if keep is not None:
         k, v = k.masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
     scores = (q.to(compute) * scale) @ k.to(compute).transpose(-2, -1)  # (B, nh, L, S)
-    out, attn = pool(scores, v.to(compute), merged, dropout_p, padding=mask)
+    out, attn = pool(scores, v.to(compute), merged, dropout_p, padding=mask, normalize=normalize)
     out = out.to(q.dtype)  # (B, nh, L, hd_v)
     return (out, attn.to(q.dtype)) if need_weights else out
 

@@ -32,15 +32,17 @@ def pool(
     mask: torch.Tensor | None,
     dropout_p: float,
     padding: torch.Tensor | None = None,
+    normalize=safe_softmax,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unchecked core of every attention: ``(dropout(safe_softmax(scores, mask)) @ values, w)``.
 
     ``mask`` must already be validated and merged. Values at keys that a key-padding mask removes
     are zeroed first, so NaN stored there cannot reach the output: pass the user's mask as
     ``padding`` when ``mask`` also carries causality (the merge hides which keys are padding);
-    by default ``mask`` itself is inspected. Returns the weights before dropout.
+    by default ``mask`` itself is inspected. ``normalize(scores, mask)`` replaces the softmax
+    (:mod:`attnzoo.functional.normalizers`). Returns the weights before dropout.
     """
-    attn = safe_softmax(scores, mask)
+    attn = normalize(scores, mask)
     keep = key_padding_keep(mask if padding is None else padding, values)
     if keep is not None:
         values = values.masked_fill(~keep, 0.0)

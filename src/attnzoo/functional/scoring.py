@@ -19,7 +19,15 @@ import torch.nn.functional as F
 
 from attnzoo._checks import check_finite, type_name
 
-__all__ = ["additive_score", "bilinear_score", "cosine_score", "dot_score", "scaled_dot_score"]
+__all__ = [
+    "additive_score",
+    "bilinear_score",
+    "cosine_score",
+    "dot_score",
+    "l2_score",
+    "scaled_dot_score",
+    "squared_distances",
+]
 
 
 def _check_pair(q: object, k: object, *, same_dim: bool) -> None:
@@ -225,3 +233,42 @@ def cosine_score(
     q = F.normalize(queries, dim=-1, eps=eps)
     k = F.normalize(keys, dim=-1, eps=eps)
     return (q * scale) @ k.transpose(-2, -1)
+
+
+def squared_distances(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """``|q_i - k_j|^2`` of ``(..., L, d)`` and ``(..., S, d)``: ``(..., L, S)``, unchecked.
+
+    Computed from the differences (``torch.cdist`` without its matrix-product shortcut), so the
+    result is exact to the rounding of ``q_i - k_j`` even far from the origin, where the
+    ``|q|^2 + |k|^2 - 2 q.k`` expansion cancels, in ``O(L S)`` memory.
+    """
+    if queries.shape[-2] == 0 or keys.shape[-2] == 0 or queries.shape[-1] == 0:
+        return queries.new_zeros(*queries.shape[:-1], keys.shape[-2])  # (..., L, S)
+    return torch.cdist(queries, keys, compute_mode="donot_use_mm_for_euclid_dist").square()
+
+
+def l2_score(
+    queries: torch.Tensor, keys: torch.Tensor, *, scale: float | None = None
+) -> torch.Tensor:
+    """Negative squared-distance score ``-scale * |q - k|^2`` (Kim, Papamakarios, Mnih 2021).
+
+    The score of L2 self-attention ("The Lipschitz Constant of Self-Attention", ICML 2021,
+    https://arxiv.org/abs/2006.04710), whose softmax is the Gaussian-kernel weighting of the
+    survey's Nadaraya–Watson regression. ``scale = 1 / sqrt(d)`` by default.
+
+    Args:
+        queries: ``(..., L, d)``.
+        keys: ``(..., S, d)``.
+        scale: Any finite float; default ``1 / sqrt(d)``.
+
+    Returns:
+        Scores ``(..., L, S)``, exact to the rounding of the differences.
+
+    Example:
+        >>> s = l2_score(torch.zeros(1, 2), torch.tensor([[1.0, 1.0], [0.0, 2.0]]), scale=1.0)
+        >>> torch.allclose(s, torch.tensor([[-2.0, -4.0]]))
+        True
+    """
+    _check_pair(queries, keys, same_dim=True)
+    scale = 1.0 / math.sqrt(queries.shape[-1]) if scale is None else check_finite("scale", scale)
+    return -scale * squared_distances(queries, keys)

@@ -262,11 +262,13 @@ class AttentionBase(nn.Module):
         v: torch.Tensor,
         mask: torch.Tensor | None,
         is_causal: bool,
+        normalize=None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights and output from ``(B, nh, L, S)`` scores of any scoring rule.
 
         Merges the (validated) ``mask`` with bottom-right causality, runs the safe masked
-        softmax, passes the weights through ``probe`` and applies weight dropout.
+        softmax (or ``normalize(scores, mask)``, e.g. sparsemax or a sigmoid), passes the
+        weights through ``probe`` and applies weight dropout.
 
         Returns:
             ``(out (B, nh, L, hd_v), attn (B, nh, L, S))``.
@@ -274,7 +276,8 @@ class AttentionBase(nn.Module):
         merged = mask
         if is_causal:
             merged = merge_masks(mask, causal_mask(*scores.shape[-2:], device=scores.device))
-        out, attn = pool(scores, v, merged, self.dropout_p, padding=mask)
+        kwargs = {} if normalize is None else {"normalize": normalize}
+        out, attn = pool(scores, v, merged, self.dropout_p, padding=mask, **kwargs)
         return out, self.probe(attn)
 
     def attend_nothing(self, q: torch.Tensor, v: torch.Tensor, unbatched: bool) -> torch.Tensor:

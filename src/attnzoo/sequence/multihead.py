@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from attnzoo._checks import check_choice
 from attnzoo.functional.attention import attention, attention_reference
+from attnzoo.functional.normalizers import NORMALIZERS
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.papers import VASWANI_2017
 from attnzoo.registry import SEQUENCE
@@ -40,6 +42,12 @@ class MultiHeadAttention(AttentionBase):
     To copy weights from or to ``torch.nn.MultiheadAttention`` see
     :mod:`attnzoo.sequence.interop`.
 
+    ``normalizer="sparsemax"`` or ``"entmax15"`` replaces the softmax by a sparse projection
+    onto the simplex (Martins & Astudillo 2016, https://arxiv.org/abs/1602.02068; Peters,
+    Niculae & Martins 2019, https://arxiv.org/abs/1905.05702; see
+    :mod:`attnzoo.functional.normalizers`): weak keys get exactly zero weight. Those calls
+    always take the reference path (SDPA knows only softmax).
+
     Args:
         dim: Model width ``C``.
         num_heads: Query heads ``nh``.
@@ -50,6 +58,7 @@ class MultiHeadAttention(AttentionBase):
         proj_drop: Dropout after ``out_proj`` (training only).
         context_dim: Width of ``context`` (cross-attention with another width); default ``dim``.
         proj_bias: Bias in ``out_proj``.
+        normalizer: ``"softmax"`` (the paper), ``"sparsemax"`` or ``"entmax15"``.
 
     Shape:
         - x: ``(B, L, C)`` or unbatched ``(L, C)``
@@ -78,6 +87,7 @@ class MultiHeadAttention(AttentionBase):
         proj_drop: float = 0.0,
         context_dim: int | None = None,
         proj_bias: bool = True,
+        normalizer: str = "softmax",
     ) -> None:
         super().__init__(
             dim,
@@ -90,6 +100,7 @@ class MultiHeadAttention(AttentionBase):
             context_dim=context_dim,
             proj_bias=proj_bias,
         )
+        self.normalizer = check_choice("normalizer", normalizer, tuple(NORMALIZERS))
 
     def forward(
         self,
@@ -119,9 +130,16 @@ class MultiHeadAttention(AttentionBase):
                 k, v = cache.update(k, v)  # (B, nkv, S_total, hd)
         batch, _, q_len, _ = q.shape
         mask = self.check_mask(mask, batch, q_len, k.shape[2], q.dtype)
-        if need_weights or self.probe.recording:
+        if need_weights or self.probe.recording or self.normalizer != "softmax":
             out, attn = attention_reference(
-                q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.dropout_p, need_weights=True
+                q,
+                k,
+                v,
+                mask=mask,
+                is_causal=is_causal,
+                dropout_p=self.dropout_p,
+                need_weights=True,
+                normalizer=self.normalizer,
             )
             attn = self.probe(attn)
             y = self.finish(out, unbatched)

@@ -6,22 +6,11 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_finite, type_name
+from attnzoo.functional.scoring import squared_distances
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import SEQUENCE, Paper
 
-__all__ = ["NadarayaWatsonAttention", "squared_distances"]
-
-
-def squared_distances(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``|q_i - k_j|^2`` of ``(..., L, d)`` and ``(..., S, d)``: ``(..., L, S)``.
-
-    Computed from the differences (``torch.cdist`` without its matrix-product shortcut), so the
-    result is exact to the rounding of ``q_i - k_j`` even for inputs far from the origin, in
-    ``O(L S)`` memory. Empty inputs give an empty result.
-    """
-    if q.shape[-2] == 0 or k.shape[-2] == 0 or q.shape[-1] == 0:
-        return q.new_zeros(*q.shape[:-1], k.shape[-2])  # (..., L, S)
-    return torch.cdist(q, k, compute_mode="donot_use_mm_for_euclid_dist").square()
+__all__ = ["NadarayaWatsonAttention"]
 
 
 NADARAYA_1964 = Paper(
