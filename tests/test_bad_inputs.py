@@ -244,10 +244,22 @@ ENCODINGS = {
     ),
 }
 SCORE_BIASES = {"alibi": 4, "t5_bias": 4}  # forward(q_len, kv_len) -> (1, nh, L, S)
+WINDOW_BIASES = {"swin_bias": 4}  # forward() -> (1, nh, M, M) for the module's window
 
 
 def test_every_positional_encoding_is_covered():
-    assert set(ENCODINGS) | set(SCORE_BIASES) == set(POSITIONAL)
+    assert set(ENCODINGS) | set(SCORE_BIASES) | set(WINDOW_BIASES) == set(POSITIONAL)
+
+
+@pytest.mark.parametrize("name", sorted(WINDOW_BIASES))
+def test_window_bias_bad_windows(name):
+    heads = WINDOW_BIASES[name]
+    assert attnzoo.create(name, heads, window_size=1)().shape == (1, heads, 1, 1)
+    for bad, error in ((0, ValueError), (-2, ValueError), (2.5, TypeError), ((2,), TypeError)):
+        with pytest.raises(error, match=r"^window_size must"):
+            attnzoo.create(name, heads, window_size=bad)
+    with pytest.raises(ValueError, match=r"^window_size must"):
+        attnzoo.create(name, heads).resize(0)
 
 
 @pytest.mark.parametrize("name", sorted(ENCODINGS))

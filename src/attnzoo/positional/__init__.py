@@ -1,4 +1,4 @@
-"""Positional encodings: absolute (sinusoidal, learned, 2-D), relative (Shaw, T5, ALiBi), rotary."""
+"""Positional encodings: absolute, 2-D, relative (Shaw, T5, ALiBi, Swin), RoPE."""
 
 from attnzoo.positional.alibi import ALiBi, alibi_slopes
 from attnzoo.positional.learned import LearnedPositionalEmbedding
@@ -7,6 +7,7 @@ from attnzoo.positional.relative import RelativePositionEmbedding, relative_posi
 from attnzoo.positional.rope import RotaryEmbedding
 from attnzoo.positional.sincos_2d import SinCos2d
 from attnzoo.positional.sinusoidal import SinusoidalPositionalEncoding, sinusoid_table
+from attnzoo.positional.swin_bias import SwinRelativeBias, window_relative_index
 from attnzoo.positional.t5_bias import T5RelativeBias, t5_bucket
 
 __all__ = [
@@ -17,9 +18,11 @@ __all__ = [
     "RotaryEmbedding",
     "SinCos2d",
     "SinusoidalPositionalEncoding",
+    "SwinRelativeBias",
     "T5RelativeBias",
     "alibi_slopes",
     "relative_positions",
     "sinusoid_table",
     "t5_bucket",
+    "window_relative_index",
 ]
