@@ -145,3 +145,30 @@ def test_bad_input_is_a_clear_error(name):
         module(torch.randn(B, L, DIM + 1, dtype=torch.float64))
     with pytest.raises(TypeError, match="Tensor"):
         module([[0.0] * DIM])
+
+
+# mechanisms with no token-by-token weight matrix: need_weights=True says why, never a raw error
+NO_WEIGHTS = {"aft", "fnet", "linear", "linformer", "mixer", "nystrom", "performer"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_need_weights_returns_the_weights_or_says_why_not(name):
+    module = build(name)
+    x = x_()
+    real = torch.ones(B, L, dtype=torch.bool)
+    real[1, 5:] = False
+    kwargs = {"mask": real} if module.supports_mask else {}
+    if name in NO_WEIGHTS:
+        with pytest.raises(ValueError, match=r"^need_weights=True: \w+ has no \(B, nh, L, S\)"):
+            module(x, need_weights=True, **kwargs)
+        return
+    out, weights = module(x, need_weights=True, **kwargs)
+    assert_close(out, module(x, **kwargs))  # the weights path computes the same output
+    assert weights.shape == (B, HEADS, L, L)
+    if name != "sigmoid_attention":  # sigmoid weights are not normalised
+        sums = weights.sum(-1)  # 1, or 0 for a query that sees nothing (padding, no cluster)
+        assert torch.minimum((sums - 1).abs(), sums.abs()).max() < 1e-9, sums
+    if module.supports_mask:
+        assert weights[1, :, :, 5:].eq(0).all()
+    single, single_weights = module(x[0], need_weights=True)  # unbatched
+    assert single.shape == (L, DIM) and single_weights.shape == (HEADS, L, L)

@@ -53,6 +53,12 @@ class AttentionFreeBase(nn.Module):
     check_mask = AttentionBase.check_mask
     padding_mask = AttentionBase.padding_mask
 
+    @property
+    def no_weights_reason(self) -> str:
+        return self.token_mixing
+
+    forward_with_weights = AttentionBase.forward_with_weights  # raises: there are none
+
     def __init__(
         self,
         dim: int,

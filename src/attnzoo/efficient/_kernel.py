@@ -67,6 +67,10 @@ class KernelAttentionBase(AttentionBase):
     supports_mask = True
     supports_causal = True
     supports_cross = True
+    no_weights_reason = (
+        "kernel attention never forms one; its output is phi(q)^T sum_j phi(k_j) v_j^T "
+        "(attnzoo.viz.record_attention builds the equivalent normalised phi(q) phi(k)^T, O(L S))"
+    )
     eps = 0.0
     chunk_size = 64
     block_size = 1024  # tokens per block of the non-causal stream: a speed knob, not maths
@@ -117,7 +121,10 @@ class KernelAttentionBase(AttentionBase):
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
         cache: RecurrentState | None = None,
-    ) -> torch.Tensor:
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if need_weights:  # refused: see no_weights_reason
+            return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         if cache is not None:
             if not isinstance(cache, RecurrentState):

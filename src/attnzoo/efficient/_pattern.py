@@ -120,7 +120,10 @@ class PatternAttention(AttentionBase):
         *,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
-    ) -> torch.Tensor:
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if need_weights:  # the reference path, weights from the probe (or a clear refusal)
+            return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
         batch, _, q_len, _ = q.shape

@@ -143,6 +143,10 @@ class AttentionFreeTransformer(AttentionBase):
     supports_mask = True
     supports_causal = True
     supports_cross = False
+    no_weights_reason = (
+        "every channel has its own weights exp(K + w) / sum (attnzoo.viz.record_attention "
+        "records their per-head mean)"
+    )
     fixed_length = True
 
     def __init__(
@@ -182,7 +186,10 @@ class AttentionFreeTransformer(AttentionBase):
         *,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
-    ) -> torch.Tensor:
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if need_weights:  # the reference path, weights from the probe (or a clear refusal)
+            return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         batch, length, _ = x.shape
         check_length(f"aft(mode={self.mode!r})", length, self.seq_len)

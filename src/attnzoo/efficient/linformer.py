@@ -102,6 +102,10 @@ class Linformer(AttentionBase):
     supports_mask = True
     supports_causal = False
     supports_cross = True
+    no_weights_reason = (
+        "its queries attend to k projected keys, not to the S tokens (the probe records those "
+        "(B, nh, L, k) weights)"
+    )
     fixed_length = True
 
     def __init__(
@@ -167,7 +171,10 @@ class Linformer(AttentionBase):
         *,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
-    ) -> torch.Tensor:
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if need_weights:  # the reference path, weights from the probe (or a clear refusal)
+            return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         kv_len = (x if context is None else context).shape[1]
         if kv_len > self.seq_len:

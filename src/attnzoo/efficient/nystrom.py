@@ -176,6 +176,10 @@ class Nystromformer(AttentionBase):
     supports_mask = True
     supports_causal = False
     supports_cross = False
+    no_weights_reason = (
+        "the Nystrom product softmax(Q K~^T) pinv(A) softmax(Q~ K^T) is never formed "
+        "(attnzoo.viz.record_attention builds its dense equivalent, O(L S))"
+    )
     block_size = 1024  # keys / queries per block of the fast path: speed, not maths
 
     def __init__(
@@ -238,7 +242,10 @@ class Nystromformer(AttentionBase):
         *,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
-    ) -> torch.Tensor:
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if need_weights:  # refused: see no_weights_reason
+            return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         device_type = x.device.type if isinstance(x, torch.Tensor) else "cpu"
         if torch.is_autocast_enabled(device_type):  # pinv iterations need float32: see above
             low = torch.get_autocast_dtype(device_type)

@@ -142,7 +142,10 @@ class RoutingAttention(AttentionBase):
         *,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
-    ) -> torch.Tensor:
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if need_weights:  # the reference path, weights from the probe (or a clear refusal)
+            return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         batch, length, _ = x.shape
         kv_len = length if context is None else context.shape[1]

@@ -272,7 +272,10 @@ class SynthesizerAttention(AttentionBase):
         *,
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
-    ) -> torch.Tensor:
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if need_weights:  # the reference path, weights from the probe
+            return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         batch, length, _ = x.shape
         check_length("synthesizer", length, self.seq_len)

@@ -89,6 +89,9 @@ class AttentionBase(nn.Module):
     supports_cross = True
     fixed_length = False
     has_attention_weights = True  # routed through ``probe`` (attnzoo.viz.record_attention)
+    # ``need_weights=True`` returns the (B, nh, L, S) weights the probe sees; None if it can,
+    # otherwise the reason it cannot (an approximation without a token-by-token matrix)
+    no_weights_reason: str | None = None
 
     def __init__(
         self,
@@ -255,6 +258,33 @@ class AttentionBase(nn.Module):
         k = self.k_proj(source).view(shape)  # (B, S, nkv, hd)
         v = self.v_proj(source).view(shape)  # (B, S, nkv, hd)
         return k.transpose(1, 2), v.transpose(1, 2)
+
+    def forward_with_weights(self, x, context=None, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(out, weights (B, nh, L, S))``: the module's reference path, weights from ``probe``.
+
+        What ``need_weights=True`` runs for mechanisms whose weights exist only on their
+        reference path. Raises ``ValueError`` with :attr:`no_weights_reason` where there is no
+        token-by-token weight matrix to return.
+        """
+        reason = self.no_weights_reason
+        if reason is None and not type(self).has_attention_weights:
+            reason = "it mixes tokens without attention weights"
+        if reason is not None:
+            raise ValueError(
+                f"need_weights=True: {type(self).__name__} has no (B, nh, L, S) attention "
+                f"weights: {reason}"
+            )
+        captured: list[torch.Tensor] = []
+        handle = self.probe.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        recording, self.probe.recording = self.probe.recording, True
+        try:
+            out = self(x, context, **kwargs)
+        finally:
+            self.probe.recording = recording
+            handle.remove()
+        weights = captured[-1]  # (B, nh, L, S)
+        unbatched = isinstance(x, torch.Tensor) and x.dim() == 2
+        return out, weights.squeeze(0) if unbatched else weights
 
     def attend_scores(
         self,
