@@ -232,3 +232,29 @@ def test_empty_query_sequence():  # item 11 at module level
     mha = attnzoo.create("mha", 16, num_heads=2)
     out = mha(torch.randn(2, 0, 16), torch.randn(2, 3, 16))
     assert out.shape == (2, 0, 16)
+
+
+def test_distinct_key_and_value_widths_equal_torch_both_ways():
+    from attnzoo.sequence.interop import from_torch, to_torch
+
+    torch.manual_seed(0)
+    ref = torch.nn.MultiheadAttention(16, 2, kdim=6, vdim=10, batch_first=True).double().eval()
+    ours = from_torch(ref).eval()
+    assert (ours.context_dim, ours.vdim) == (6, 10)
+    q = torch.randn(2, 5, 16, dtype=torch.float64)
+    k = torch.randn(2, 7, 6, dtype=torch.float64)
+    v = torch.randn(2, 7, 10, dtype=torch.float64)
+    pad = torch.zeros(2, 7, dtype=torch.bool)
+    pad[1, 4:] = True  # torch polarity: True = padding
+    want, want_w = ref(q, k, v, key_padding_mask=pad, average_attn_weights=False)
+    got, got_w = ours(q, k, value=v, mask=~pad, need_weights=True)
+    assert_close(got, want)
+    assert_close(got_w, want_w)
+    back = to_torch(ours).eval()
+    assert_close(back(q, k, v, need_weights=False)[0], ref(q, k, v, need_weights=False)[0])
+    with pytest.raises(ValueError, match=r"vdim=10 != kdim=6: pass the values as value="):
+        ours(q, k)
+    with pytest.raises(ValueError, match=r"value must be \(B, S, vdim\) = \(2, 7, 10\)"):
+        ours(q, k, value=v[:, :3])
+    with pytest.raises(ValueError, match="kdim"):
+        attnzoo.create("mha", 16, kdim=6, context_dim=8)

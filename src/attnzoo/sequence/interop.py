@@ -70,8 +70,6 @@ def _check_supported(ref: nn.MultiheadAttention) -> None:
         raise TypeError(f"expected torch.nn.MultiheadAttention, got {type(ref).__name__}")
     if ref.bias_k is not None or ref.add_zero_attn:
         raise NotImplementedError("add_bias_kv and add_zero_attn have no attnzoo equivalent")
-    if ref.kdim != ref.vdim:
-        raise NotImplementedError(f"kdim ({ref.kdim}) != vdim ({ref.vdim}) is not supported")
 
 
 def from_torch(ref: nn.MultiheadAttention) -> MultiHeadAttention:
@@ -83,7 +81,8 @@ def from_torch(ref: nn.MultiheadAttention) -> MultiHeadAttention:
         qkv_bias=ref.in_proj_bias is not None,
         proj_bias=ref.out_proj.bias is not None,
         attn_drop=ref.dropout,
-        context_dim=ref.kdim,
+        kdim=ref.kdim,
+        vdim=ref.vdim,
     ).to(device=ref.out_proj.weight.device, dtype=ref.out_proj.weight.dtype)
     return load_from_torch(mha, ref)
 
@@ -135,7 +134,7 @@ def to_torch(mha: MultiHeadAttention) -> nn.MultiheadAttention:
         dropout=mha.attn_drop,
         bias=mha.q_proj.bias is not None,
         kdim=mha.context_dim,
-        vdim=mha.context_dim,
+        vdim=mha.vdim,
         batch_first=True,
     ).to(device=mha.out_proj.weight.device, dtype=mha.out_proj.weight.dtype)
     with torch.no_grad():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from attnzoo._checks import check_choice
+from attnzoo._checks import check_choice, check_positive_int
 from attnzoo.functional.attention import attention, attention_reference
 from attnzoo.functional.normalizers import NORMALIZERS
 from attnzoo.layers.attention_base import AttentionBase
@@ -58,6 +59,10 @@ class MultiHeadAttention(AttentionBase):
         proj_drop: Dropout after ``out_proj`` (training only).
         context_dim: Width of ``context`` (cross-attention with another width); default ``dim``.
         proj_bias: Bias in ``out_proj``.
+        kdim: Width of the keys' source (``context``), as ``torch.nn.MultiheadAttention``;
+            default ``context_dim``.
+        vdim: Width of the values' source; when it differs from ``kdim``, pass the values as
+            ``value=`` (torch's ``forward(query, key, value)``). Default ``kdim``.
         normalizer: ``"softmax"`` (the paper), ``"sparsemax"`` or ``"entmax15"``.
 
     Shape:
@@ -87,8 +92,13 @@ class MultiHeadAttention(AttentionBase):
         proj_drop: float = 0.0,
         context_dim: int | None = None,
         proj_bias: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
         normalizer: str = "softmax",
     ) -> None:
+        if kdim is not None and context_dim is not None and kdim != context_dim:
+            raise ValueError(f"kdim ({kdim}) and context_dim ({context_dim}) name the same width")
+        context_dim = kdim if kdim is not None else context_dim
         super().__init__(
             dim,
             num_heads=num_heads,
@@ -101,6 +111,32 @@ class MultiHeadAttention(AttentionBase):
             proj_bias=proj_bias,
         )
         self.normalizer = check_choice("normalizer", normalizer, tuple(NORMALIZERS))
+        self.vdim = self.context_dim if vdim is None else check_positive_int("vdim", vdim)
+        if self.vdim != self.context_dim:  # values from their own source
+            self.v_proj = nn.Linear(self.vdim, self.v_proj.out_features, bias=qkv_bias)
+
+    def _check_value(self, value: torch.Tensor | None, source: torch.Tensor) -> torch.Tensor | None:
+        """``value`` ``(B, S, vdim)`` beside ``source`` ``(B, S, kdim)``, or the rule it breaks."""
+        if value is None:
+            if self.vdim != self.context_dim:
+                raise ValueError(
+                    f"this mha has vdim={self.vdim} != kdim={self.context_dim}: pass the values "
+                    "as value= (B, S, vdim)"
+                )
+            return None
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"value must be a torch.Tensor (B, S, vdim), got {type(value).__name__}"
+            )
+        want = (source.shape[0], source.shape[1], self.vdim)
+        if tuple(value.shape) != want:
+            raise ValueError(
+                f"value must be (B, S, vdim) = {want} (B and S of the keys' source), got "
+                f"{tuple(value.shape)}"
+            )
+        if value.dtype != source.dtype:
+            raise TypeError(f"value must have dtype {source.dtype}, got {value.dtype}")
+        return value
 
     def forward(
         self,
@@ -111,8 +147,12 @@ class MultiHeadAttention(AttentionBase):
         is_causal: bool = False,
         need_weights: bool = False,
         cache: KVCache | None = None,
+        value: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(value, torch.Tensor) and isinstance(x, torch.Tensor) and x.dim() == 2:
+            value = value.unsqueeze(0)  # (1, S, C_v) with an unbatched query
         x, context, unbatched = self.check_inputs(x, context, is_causal)
+        value = self._check_value(value, x if context is None else context)
         if cache is not None and not isinstance(cache, KVCache):
             raise TypeError(f"cache must be an attnzoo.KVCache, got {type(cache).__name__}")
         if cache is not None and context is not None and len(cache):
@@ -125,7 +165,14 @@ class MultiHeadAttention(AttentionBase):
                 )
             q, k, v = self.project_query(x), cache.k, cache.v  # (B, nh, L, hd), (B, nkv, S, hd)
         else:
-            q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nkv, S, hd) x 2
+            if value is None:
+                q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nkv, S, hd) x 2
+            else:  # keys from context, values from their own source (vdim)
+                source = x if context is None else context
+                shape = (*source.shape[:2], self.num_kv_heads, self.head_dim)
+                q = self.project_query(x)  # (B, nh, L, hd)
+                k = self.k_proj(source).view(shape).transpose(1, 2)  # (B, nkv, S, hd)
+                v = self.v_proj(value).view(shape).transpose(1, 2)  # (B, nkv, S, hd)
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, nkv, S_total, hd)
         batch, _, q_len, _ = q.shape
