@@ -148,7 +148,18 @@ def test_bad_input_is_a_clear_error(name):
 
 
 # mechanisms with no token-by-token weight matrix: need_weights=True says why, never a raw error
-NO_WEIGHTS = {"aft", "fnet", "linear", "linformer", "mixer", "nystrom", "performer"}
+NO_WEIGHTS = {
+    "aft",
+    "fnet",
+    "gmlp",
+    "linear",
+    "linformer",
+    "mixer",
+    "nystrom",
+    "performer",
+    "poolformer",
+    "resmlp",
+}
 
 
 @pytest.mark.parametrize("name", NAMES)
