@@ -14,11 +14,22 @@ from torch import nn
 from attnzoo._checks import check_positive_int
 from attnzoo.layers.vision_utils import LayerType, create_act
 
-__all__ = ["ZPoolGate", "zpool"]
+__all__ = ["ZPoolGate", "check_spatial_dims", "zpool"]
+
+
+def check_spatial_dims(spatial_dims: object) -> int:
+    """``spatial_dims`` as 1, 2 or 3, or a ``ValueError`` naming it."""
+    if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+    return int(spatial_dims)
+
+
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
 def zpool(x: torch.Tensor) -> torch.Tensor:
-    """Stack the max and the mean over dim 1: ``(B, C, H, W) -> (B, 2, H, W)``.
+    """Stack the max and the mean over dim 1: ``(B, C, *spatial) -> (B, 2, *spatial)``.
 
     The order is ``[max, mean]`` as in the official CBAM and triplet-attention code (the CBAM
     paper writes ``[AvgPool; MaxPool]``; the order only matters when copying weights).
@@ -38,13 +49,17 @@ class ZPoolGate(nn.Module):
     default momentum is 0.1; it only affects the running statistics). With ``norm=False`` the
     conv output goes straight to the gate (CBAM paper form).
 
+    With ``spatial_dims=1`` or ``3`` the same gate on ``(B, C, L)`` sequences or
+    ``(B, C, D, H, W)`` volumes: a ``k`` or ``k x k x k`` convolution and the matching batch norm.
+
     Args:
         kernel_size: Odd kernel size ``k`` (7 in both papers).
         norm: Batch norm after the conv.
         gate_layer: Gate activation.
+        spatial_dims: Spatial dims of the input: 1, 2 (the papers') or 3.
 
     Shape:
-        - x: ``(B, C, H, W)`` -> same; :meth:`attention` returns the ``(B, 1, H, W)`` gate.
+        - x: ``(B, C, *spatial)`` -> same; :meth:`attention` returns the ``(B, 1, *spatial)`` gate.
 
     Example:
         >>> gate = ZPoolGate(7)
@@ -55,18 +70,25 @@ class ZPoolGate(nn.Module):
     """
 
     def __init__(
-        self, kernel_size: int = 7, *, norm: bool = True, gate_layer: LayerType = "sigmoid"
+        self,
+        kernel_size: int = 7,
+        *,
+        norm: bool = True,
+        gate_layer: LayerType = "sigmoid",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         kernel_size = check_positive_int("kernel_size", kernel_size)
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd (same padding), got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01) if norm else nn.Identity()
+        self.spatial_dims = check_spatial_dims(spatial_dims)
+        conv, batch_norm = CONVS[self.spatial_dims], NORMS[self.spatial_dims]
+        self.conv = conv(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = batch_norm(1, eps=1e-5, momentum=0.01) if norm else nn.Identity()
         self.gate = create_act(gate_layer, "gate_layer")
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate ``(B, 1, H, W)`` for a ``(B, C, H, W)`` input."""
+        """The gate ``(B, 1, *spatial)`` for a ``(B, C, *spatial)`` input."""
         return self.gate(self.bn(self.conv(zpool(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

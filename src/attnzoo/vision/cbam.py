@@ -49,9 +49,12 @@ class CBAM(VisionModule):
         spatial_norm: Batch norm after the spatial conv (official code: True).
         act_layer: Hidden activation of the MLP.
         gate_layer: Gate activation of both gates.
+        spatial_dims: Spatial dims of the input, 1, 2 (the paper's images) or 3.
 
     Shape:
-        - x: ``(B, C, H, W)`` -> same (2-D maps only: the spatial gate is a 2-D conv).
+        - x: ``(B, C, H, W)`` -> same; with ``spatial_dims=1`` or ``3``, ``(B, C, L)`` or
+          ``(B, C, D, H, W)`` (the spatial gate's conv has that many dims, so an instance takes
+          one layout).
 
     Example:
         >>> cbam = CBAM(64)
@@ -60,6 +63,8 @@ class CBAM(VisionModule):
         >>> sum(p.numel() for p in cbam.parameters())
         680
     """
+
+    spatial_dims = (1, 2, 3)  # each instance takes the one layout its spatial_dims= built
 
     def __init__(
         self,
@@ -72,18 +77,23 @@ class CBAM(VisionModule):
         spatial_norm: bool = True,
         act_layer: LayerType = "relu",
         gate_layer: LayerType = "sigmoid",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__(channels)
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         self.mlp = SqueezeMlp(channels, hidden, act_layer=act_layer, bias=mlp_bias)
         self.gate = create_act(gate_layer, "gate_layer")
-        self.spatial = ZPoolGate(kernel_size, norm=spatial_norm, gate_layer=gate_layer)
+        self.spatial = ZPoolGate(
+            kernel_size, norm=spatial_norm, gate_layer=gate_layer, spatial_dims=spatial_dims
+        )
+        self.spatial_dims = (self.spatial.spatial_dims,)  # this instance's layout
 
     def channel_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """Channel gate ``Mc`` of shape ``(B, C, 1, 1)``."""
-        avg = self.mlp(x.mean(dim=(2, 3)))  # (B, C)
-        mx = self.mlp(x.amax(dim=(2, 3)))  # (B, C)
-        return self.gate(avg + mx)[:, :, None, None]  # (B, C, 1, 1)
+        """Channel gate ``Mc`` of shape ``(B, C, 1, ...)`` (one 1 per spatial dim)."""
+        spatial = tuple(range(2, x.dim()))
+        avg = self.mlp(x.mean(dim=spatial))  # (B, C)
+        mx = self.mlp(x.amax(dim=spatial))  # (B, C)
+        return self.gate(avg + mx).view(*x.shape[:2], *(1,) * len(spatial))  # (B, C, 1, ...)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)

@@ -7,10 +7,13 @@ from torch import nn
 
 from attnzoo._checks import check_positive_int
 from attnzoo.layers.vision_utils import LayerType, create_act
+from attnzoo.layers.zpool import check_spatial_dims
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 
 __all__ = ["CoordAttention"]
+
+AXES = {1: ("l",), 2: ("h", "w"), 3: ("d", "h", "w")}  # one gate conv per axis
 
 HOU_2021 = Paper(
     title="Coordinate Attention for Efficient Mobile Network Design",
@@ -51,9 +54,13 @@ class CoordAttention(VisionModule):
         bias: Biases in the three 1x1 convs (official code: True).
         act_layer: Hidden activation (paper: h-swish).
         gate_layer: Gate activation.
+        spatial_dims: Spatial dims of the input: 1, 2 (the paper's images) or 3.
 
     Shape:
-        - x: ``(B, C, H, W)`` -> same (2-D maps only: the gates are per row and per column).
+        - x: ``(B, C, H, W)`` -> same. With ``spatial_dims=3``, ``(B, C, D, H, W)``: one gate
+          per axis (``conv_d``, ``conv_h``, ``conv_w``), each strip pooled over the other two
+          axes; with ``spatial_dims=1``, ``(B, C, L)``: a single per-position gate ``conv_l``
+          (no other axis to pool over). An instance takes the layout it was built for.
 
     Example:
         >>> coord = CoordAttention(64)
@@ -62,6 +69,8 @@ class CoordAttention(VisionModule):
         >>> sum(p.numel() for p in coord.parameters())
         1688
     """
+
+    spatial_dims = (1, 2, 3)  # each instance takes the one layout its spatial_dims= built
 
     def __init__(
         self,
@@ -73,8 +82,10 @@ class CoordAttention(VisionModule):
         bias: bool = True,
         act_layer: LayerType = nn.Hardswish,
         gate_layer: LayerType = "sigmoid",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__(channels)
+        self.spatial_dims = (check_spatial_dims(spatial_dims),)  # this instance's layout
         if rd_channels is not None:
             hidden = check_positive_int("rd_channels", rd_channels)
         else:
@@ -85,22 +96,31 @@ class CoordAttention(VisionModule):
         self.conv1 = nn.Conv2d(channels, hidden, 1, bias=bias)
         self.bn1 = nn.BatchNorm2d(hidden)
         self.act = create_act(act_layer)
-        self.conv_h = nn.Conv2d(hidden, channels, 1, bias=bias)
-        self.conv_w = nn.Conv2d(hidden, channels, 1, bias=bias)
+        self.axes = AXES[self.spatial_dims[0]]
+        for axis in self.axes:  # conv_h, conv_w for images (the official names)
+            setattr(self, f"conv_{axis}", nn.Conv2d(hidden, channels, 1, bias=bias))
         self.gate = create_act(gate_layer, "gate_layer")
 
-    def attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gates ``g_h`` ``(B, C, H, 1)`` and ``g_w`` ``(B, C, 1, W)``."""
-        h, w = x.shape[-2:]
-        z_h = x.mean(dim=3, keepdim=True)  # (B, C, H, 1)
-        z_w = x.mean(dim=2, keepdim=True).transpose(2, 3)  # (B, C, W, 1)
-        f = self.act(self.bn1(self.conv1(torch.cat([z_h, z_w], dim=2))))  # (B, mip, H+W, 1)
-        f_h, f_w = torch.split(f, [h, w], dim=2)
-        g_h = self.gate(self.conv_h(f_h))  # (B, C, H, 1)
-        g_w = self.gate(self.conv_w(f_w.transpose(2, 3)))  # (B, C, 1, W)
-        return g_h, g_w
+    def attention(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One gate per spatial axis, e.g. ``g_h (B, C, H, 1)`` and ``g_w (B, C, 1, W)``."""
+        batch, channels, *spatial = x.shape
+        dims = len(spatial)
+        strips = []  # each axis: the mean over every other spatial axis, (B, C, n_axis)
+        for axis in range(dims):
+            others = [2 + other for other in range(dims) if other != axis]
+            strips.append(x.mean(dim=others) if others else x)
+        joint = torch.cat(strips, dim=2).unsqueeze(-1)  # (B, C, sum n, 1)
+        f = self.act(self.bn1(self.conv1(joint)))  # (B, mip, sum n, 1)
+        gates = []
+        for axis, part in enumerate(torch.split(f, spatial, dim=2)):  # (B, mip, n_axis, 1)
+            gate = self.gate(getattr(self, f"conv_{self.axes[axis]}")(part))  # (B, C, n, 1)
+            shape = [batch, channels] + [1] * dims
+            shape[2 + axis] = spatial[axis]
+            gates.append(gate.view(shape))  # (B, C, 1.., n_axis, ..1)
+        return tuple(gates)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        g_h, g_w = self.attention(x)
-        return x * g_h * g_w
+        for gate in self.attention(x):
+            x = x * gate
+        return x
