@@ -9,8 +9,15 @@ from attnzoo.layers.vision_utils import LayerType, create_act
 __all__ = ["ConvNormAct"]
 
 
+CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
 class ConvNormAct(nn.Sequential):
     """``Conv2d -> BatchNorm2d -> activation`` with "same" padding for odd kernels.
+
+    ``spatial_dims=1`` or ``3`` builds the same unit from ``Conv1d`` / ``BatchNorm1d`` or
+    ``Conv3d`` / ``BatchNorm3d``.
 
     Args:
         in_channels: Input channels.
@@ -22,6 +29,7 @@ class ConvNormAct(nn.Sequential):
         bias: Bias in the convolution (off by default: the norm has one).
         norm: Add ``BatchNorm2d``.
         act_layer: Activation name or class; ``None`` for none.
+        spatial_dims: 1, 2 (default) or 3.
 
     Shape:
         - ``(B, C_in, H, W) -> (B, C_out, H', W')``
@@ -44,10 +52,11 @@ class ConvNormAct(nn.Sequential):
         bias: bool = False,
         norm: bool = True,
         act_layer: LayerType | None = "relu",
+        spatial_dims: int = 2,
     ) -> None:
         padding = dilation * (kernel_size - 1) // 2
         layers = {
-            "conv": nn.Conv2d(
+            "conv": CONVS[spatial_dims](
                 in_channels,
                 out_channels,
                 kernel_size,
@@ -59,7 +68,7 @@ class ConvNormAct(nn.Sequential):
             )
         }
         if norm:
-            layers["bn"] = nn.BatchNorm2d(out_channels)
+            layers["bn"] = NORMS[spatial_dims](out_channels)
         if act_layer is not None:
             layers["act"] = create_act(act_layer)
         super().__init__(*layers.values())

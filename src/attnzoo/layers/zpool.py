@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_positive_int
+from attnzoo.layers.conv import CONVS, NORMS
 from attnzoo.layers.vision_utils import LayerType, create_act
 
 __all__ = ["ZPoolGate", "check_spatial_dims", "zpool"]
@@ -22,10 +23,6 @@ def check_spatial_dims(spatial_dims: object) -> int:
     if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
         raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
     return int(spatial_dims)
-
-
-CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-NORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
 def zpool(x: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_choice, check_positive_int
-from attnzoo.layers.conv import ConvNormAct
+from attnzoo.layers.conv import CONVS, NORMS, ConvNormAct
 from attnzoo.layers.vision_utils import LayerType, create_act, reduced_channels
+from attnzoo.layers.zpool import check_spatial_dims
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 
@@ -60,9 +61,12 @@ class BAM(VisionModule):
         fusion: ``"sum"`` (paper) or ``"product"`` (official code) of ``Mc`` and ``Ms``.
         act_layer: Hidden activation.
         gate_layer: Gate activation.
+        spatial_dims: Spatial dims of the input: 1, 2 (the paper's images) or 3.
 
     Shape:
-        - x: ``(B, C, H, W)`` -> same (2-D maps only; ``H != W`` is fine).
+        - x: ``(B, C, H, W)`` -> same (``H != W`` is fine); ``(B, C, L)`` or
+          ``(B, C, D, H, W)`` with ``spatial_dims=1`` or ``3`` (the spatial branch's
+          convolutions then have that many dims; an instance takes the layout it was built for).
 
     Example:
         >>> bam = BAM(64)
@@ -71,6 +75,8 @@ class BAM(VisionModule):
         >>> sum(p.numel() for p in bam.parameters())
         1303
     """
+
+    spatial_dims = (1, 2, 3)  # each instance takes the one layout its spatial_dims= built
 
     def __init__(
         self,
@@ -84,8 +90,11 @@ class BAM(VisionModule):
         fusion: str = "sum",
         act_layer: LayerType = "relu",
         gate_layer: LayerType = "sigmoid",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__(channels)
+        dims = check_spatial_dims(spatial_dims)
+        self.spatial_dims = (dims,)  # this instance's layout
         hidden = reduced_channels(channels, rd_ratio, rd_channels)
         dilation = check_positive_int("dilation", dilation)
         num_dilated = check_positive_int("num_dilated", num_dilated, minimum=0)
@@ -99,20 +108,30 @@ class BAM(VisionModule):
 
         self.spatial_convs = nn.Sequential()
         self.spatial_convs.add_module(
-            "reduce", ConvNormAct(channels, hidden, 1, bias=True, act_layer=act_layer)
+            "reduce",
+            ConvNormAct(channels, hidden, 1, bias=True, act_layer=act_layer, spatial_dims=dims),
         )
         for i in range(num_dilated):
-            conv = ConvNormAct(hidden, hidden, 3, dilation=dilation, bias=True, act_layer=act_layer)
+            conv = ConvNormAct(
+                hidden,
+                hidden,
+                3,
+                dilation=dilation,
+                bias=True,
+                act_layer=act_layer,
+                spatial_dims=dims,
+            )
             self.spatial_convs.add_module(f"dilated{i}", conv)
-        self.spatial_convs.add_module("final", nn.Conv2d(hidden, 1, 1))
-        self.spatial_norm = nn.BatchNorm2d(1) if branch_norm else nn.Identity()
+        self.spatial_convs.add_module("final", CONVS[dims](hidden, 1, 1))
+        self.spatial_norm = NORMS[dims](1) if branch_norm else nn.Identity()
         self.gate = create_act(gate_layer, "gate_layer")
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate ``sigmoid(Mc + Ms)`` of shape ``(B, C, H, W)`` (before ``1 +``)."""
-        mc = self.channel_norm(self.channel_mlp(x.mean(dim=(2, 3))))  # (B, C)
-        mc = mc[:, :, None, None]  # (B, C, 1, 1)
-        ms = self.spatial_norm(self.spatial_convs(x))  # (B, 1, H, W)
+        """The gate ``sigmoid(Mc + Ms)`` of shape ``(B, C, *spatial)`` (before ``1 +``)."""
+        spatial = tuple(range(2, x.dim()))
+        mc = self.channel_norm(self.channel_mlp(x.mean(dim=spatial)))  # (B, C)
+        mc = mc.view(*mc.shape, *(1,) * len(spatial))  # (B, C, 1, ...)
+        ms = self.spatial_norm(self.spatial_convs(x))  # (B, 1, *spatial)
         return self.gate(mc + ms if self.fusion == "sum" else mc * ms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

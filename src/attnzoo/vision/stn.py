@@ -7,7 +7,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnzoo._checks import check_choice, check_positive_int
+from attnzoo.layers.conv import CONVS
 from attnzoo.layers.vision_utils import LayerType, create_act
+from attnzoo.layers.zpool import check_spatial_dims
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 
@@ -19,6 +21,15 @@ JADERBERG_2015 = Paper(
     year=2015,
     url="https://arxiv.org/abs/1506.02025",
 )
+
+
+MAX_POOLS = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+AVG_POOLS = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+IDENTITY = {  # the identity warp per layout: (a, b) for sequences, theta for images and volumes
+    1: torch.tensor([[1.0, 0.0]]),
+    2: torch.eye(2, 3),
+    3: torch.eye(3, 4),
+}
 
 
 @VISION.register("stn", paper=JADERBERG_2015, tags=("spatial",), complexity="O(HWC)")
@@ -62,9 +73,17 @@ class SpatialTransformer(VisionModule):
         mode: Sampling mode of ``grid_sample`` (paper: ``"bilinear"``).
         padding_mode: Value outside the input (``"zeros"``, ``"border"``, ``"reflection"``).
         align_corners: ``align_corners`` of ``affine_grid`` and ``grid_sample``.
+        spatial_dims: Spatial dims of the input: 1, 2 (the paper's images) or 3.
+
+    Sequences and volumes (``spatial_dims=1`` or ``3``, an addition): the localisation net
+    uses 1-D or 3-D convolutions and pools; a volume is warped by a ``(B, 3, 4)`` affine matrix
+    (12 numbers, trilinear sampling, ``mode="bilinear"`` or ``"nearest"``), a sequence by
+    ``x_s = a x_t + b`` (2 numbers, sampled as a one-row image). The regressor starts at the
+    identity in every layout.
 
     Shape:
-        - x: ``(B, C, H, W)`` -> same (the warped map is sampled on the input grid).
+        - x: ``(B, C, H, W)`` -> same (the warped map is sampled on the input grid);
+          ``(B, C, L)`` or ``(B, C, D, H, W)`` with ``spatial_dims=1`` or ``3``.
 
     Example:
         >>> stn = SpatialTransformer(1)
@@ -74,6 +93,8 @@ class SpatialTransformer(VisionModule):
         >>> torch.allclose(stn(x), x, atol=1e-5)
         True
     """
+
+    spatial_dims = (1, 2, 3)  # each instance takes the one layout its spatial_dims= built
 
     def __init__(
         self,
@@ -88,13 +109,18 @@ class SpatialTransformer(VisionModule):
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         align_corners: bool = False,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__(channels)
+        dims = check_spatial_dims(spatial_dims)
+        self.spatial_dims = (dims,)  # this instance's layout
         loc_padding = check_choice("loc_padding", loc_padding, ("same", "valid"))
         self.mode = check_choice("mode", mode, ("bilinear", "nearest", "bicubic"))
         self.padding_mode = check_choice(
             "padding_mode", padding_mode, ("zeros", "border", "reflection")
         )
+        if dims == 3 and self.mode == "bicubic":
+            raise ValueError("mode='bicubic' samples images only; use 'bilinear' for volumes")
         self.align_corners = bool(align_corners)
         if len(tuple(loc_channels)) != 2 or len(tuple(loc_kernel_sizes)) != 2:
             raise ValueError(
@@ -112,40 +138,48 @@ class SpatialTransformer(VisionModule):
             if k % 2 == 0:
                 raise ValueError(f"loc_kernel_sizes must be odd, got {tuple(loc_kernel_sizes)}")
             padding = k // 2 if loc_padding == "same" else 0
-            self.localization.add_module(f"conv{i}", nn.Conv2d(in_ch, out_ch, k, padding=padding))
-            pool = nn.MaxPool2d(2, ceil_mode=loc_padding == "same")
+            self.localization.add_module(f"conv{i}", CONVS[dims](in_ch, out_ch, k, padding=padding))
+            pool = MAX_POOLS[dims](2, ceil_mode=loc_padding == "same")
             self.localization.add_module(f"pool{i}", pool)
             self.localization.add_module(f"act{i}", create_act(act_layer))
             in_ch = out_ch
-        self.localization.add_module("pool", nn.AdaptiveAvgPool2d(pool_size))
+        self.localization.add_module("pool", AVG_POOLS[dims](pool_size))
 
         self.fc_loc = nn.Sequential()
-        self.fc_loc.add_module("fc1", nn.Linear(in_ch * pool_size**2, hidden))
+        self.fc_loc.add_module("fc1", nn.Linear(in_ch * pool_size**dims, hidden))
         self.fc_loc.add_module("act", create_act(act_layer))
-        self.fc_loc.add_module("fc2", nn.Linear(hidden, 6))
+        self.fc_loc.add_module("fc2", nn.Linear(hidden, IDENTITY[dims].numel()))
         self.reset_transform()
 
     def reset_transform(self) -> None:
         """Set the regressor's last layer to predict the identity warp (weight 0)."""
         with torch.no_grad():
             self.fc_loc.fc2.weight.zero_()
-            self.fc_loc.fc2.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+            self.fc_loc.fc2.bias.copy_(IDENTITY[self.spatial_dims[0]].flatten())  # (2 | 6 | 12,)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """The affine matrices ``theta`` ``(B, 2, 3)`` predicted for ``x``."""
-        features = self.localization(x).flatten(1)  # (B, loc_channels[-1] * pool_size^2)
-        return self.fc_loc(features).view(-1, 2, 3)  # (B, 2, 3)
+        """Predicted warps: ``(B, 2, 3)`` images, ``(B, 3, 4)`` volumes, ``(B, 1, 2)`` sequences."""
+        features = self.localization(x).flatten(1)  # (B, loc_channels[-1] * pool_size^d)
+        theta_shape = IDENTITY[self.spatial_dims[0]].shape  # (1, 2) | (2, 3) | (3, 4)
+        return self.fc_loc(features).view(-1, *theta_shape)  # (B, *theta_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         if x.shape[0] == 0:  # affine_grid refuses an empty batch: the warp of no image is none
             return x.clone()
         theta = self.transform(x)
+        sequence = x.dim() == 3
+        if sequence:  # x_s = a x_t + b, sampled as a one-row image
+            scale, shift = theta[:, 0, :1], theta[:, 0, 1:]  # (B, 1) each
+            zeros, ones = torch.zeros_like(scale), torch.ones_like(scale)
+            rows = [torch.cat([scale, zeros, shift], 1), torch.cat([zeros, ones, zeros], 1)]
+            theta, x = torch.stack(rows, dim=1), x.unsqueeze(2)  # (B, 2, 3), (B, C, 1, L)
         grid = F.affine_grid(theta, list(x.shape), align_corners=self.align_corners)
-        return F.grid_sample(
+        out = F.grid_sample(
             x,
             grid,
             mode=self.mode,
             padding_mode=self.padding_mode,
             align_corners=self.align_corners,
         )
+        return out.squeeze(2) if sequence else out

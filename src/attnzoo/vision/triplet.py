@@ -5,11 +5,24 @@ from __future__ import annotations
 import torch
 
 from attnzoo.layers.vision_utils import LayerType
-from attnzoo.layers.zpool import ZPoolGate
+from attnzoo.layers.zpool import ZPoolGate, check_spatial_dims
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 
 __all__ = ["TripletAttention"]
+
+# Branches per layout: name -> permutation of x's dims (its dim 1 is the axis the branch pools).
+# Images keep the official branches; sequences and volumes pool each axis in turn.
+VIEWS = {
+    1: {"c": (0, 2, 1), "l": (0, 1, 2)},
+    2: {"cw": (0, 2, 1, 3), "hc": (0, 3, 2, 1), "hw": (0, 1, 2, 3)},
+    3: {
+        "chw": (0, 2, 1, 3, 4),
+        "cdw": (0, 3, 1, 2, 4),
+        "cdh": (0, 4, 1, 2, 3),
+        "dhw": (0, 1, 2, 3, 4),
+    },
+}
 
 MISRA_2021 = Paper(
     title="Rotate to Attend: Convolutional Triplet Attention Module",
@@ -41,14 +54,22 @@ class TripletAttention(VisionModule):
     Each gated view is permuted back and the three are averaged (two with ``no_spatial``).
     Parameters: 3 x (2 k^2 + 2) = 300 for k = 7, whatever ``C``.
 
+    Sequences and volumes (``spatial_dims=1`` or ``3``, an addition): the same rotation with
+    one branch per axis of ``(C, *spatial)`` — pool that axis, gate the others with a ``k`` or
+    ``k x k x k`` Z-pool gate — averaged: ``c`` (pool ``L``) and ``l`` (pool ``C``, the spatial
+    branch) for ``(B, C, L)``; ``chw``, ``cdw``, ``cdh`` and ``dhw`` (the spatial branch) for
+    ``(B, C, D, H, W)``. ``no_spatial`` drops the branch that pools ``C``.
+
     Args:
         channels: Input channels ``C`` (the parameters do not depend on it).
         kernel_size: Odd kernel of the three convs (paper: 7).
         no_spatial: Drop the ``hw`` branch (paper ablation; 200 parameters).
         gate_layer: Gate activation.
+        spatial_dims: Spatial dims of the input: 1, 2 (the paper's images) or 3.
 
     Shape:
-        - x: ``(B, C, H, W)`` -> same (2-D maps only: the branches rotate ``C``, ``H``, ``W``).
+        - x: ``(B, C, H, W)`` -> same; ``(B, C, L)`` or ``(B, C, D, H, W)`` with
+          ``spatial_dims=1`` or ``3`` (an instance takes the layout it was built for).
 
     Example:
         >>> triplet = TripletAttention(64)
@@ -58,6 +79,8 @@ class TripletAttention(VisionModule):
         300
     """
 
+    spatial_dims = (1, 2, 3)  # each instance takes the one layout its spatial_dims= built
+
     def __init__(
         self,
         channels: int,
@@ -65,17 +88,26 @@ class TripletAttention(VisionModule):
         kernel_size: int = 7,
         no_spatial: bool = False,
         gate_layer: LayerType = "sigmoid",
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__(channels)
         self.no_spatial = bool(no_spatial)
-        self.cw = ZPoolGate(kernel_size, gate_layer=gate_layer)
-        self.hc = ZPoolGate(kernel_size, gate_layer=gate_layer)
-        self.hw = None if self.no_spatial else ZPoolGate(kernel_size, gate_layer=gate_layer)
+        dims = check_spatial_dims(spatial_dims)
+        self.spatial_dims = (dims,)  # this instance's layout
+        self.views = {  # branch name -> the permutation that brings its pooled axis to dim 1
+            name: order
+            for name, order in VIEWS[dims].items()
+            if not (self.no_spatial and order[1] == 1)  # no_spatial: no branch pools C
+        }
+        for name in VIEWS[dims]:
+            gate = ZPoolGate(kernel_size, gate_layer=gate_layer, spatial_dims=dims)
+            setattr(self, name, gate if name in self.views else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        x_cw = self.cw(x.permute(0, 2, 1, 3)).permute(0, 2, 1, 3)  # (B, C, H, W)
-        x_hc = self.hc(x.permute(0, 3, 2, 1)).permute(0, 3, 2, 1)  # (B, C, H, W)
-        if self.hw is None:
-            return (x_cw + x_hc) / 2
-        return (x_cw + x_hc + self.hw(x)) / 3
+        total = None
+        for name, order in self.views.items():
+            inverse = [order.index(i) for i in range(len(order))]
+            gated = getattr(self, name)(x.permute(*order)).permute(*inverse)  # (B, C, *spatial)
+            total = gated if total is None else total + gated
+        return total / len(self.views)
