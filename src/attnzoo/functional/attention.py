@@ -25,7 +25,9 @@ from attnzoo.functional.softmax import (
     merge_masks,
 )
 
-__all__ = ["attention", "attention_reference", "validate_qkv"]
+__all__ = ["BACKENDS", "attention", "attention_reference", "validate_qkv"]
+
+BACKENDS = ("auto", "sdpa", "reference", "flex")  # attention(backend=...)
 
 
 def validate_qkv(q: object, k: object, v: object) -> int:
@@ -177,6 +179,7 @@ def attention(
     dropout_p: float = 0.0,
     need_weights: bool = False,
     causal_alignment: str = "bottom_right",
+    backend: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Scaled dot-product attention that picks the fastest exact path.
 
@@ -197,6 +200,12 @@ def attention(
         dropout_p: Dropout on the weights whenever ``> 0``.
         need_weights: Return ``(out, weights)``.
         causal_alignment: ``"bottom_right"`` or ``"top_left"``.
+        backend: ``"auto"`` (SDPA, or the reference when weights are requested), ``"sdpa"``,
+            ``"reference"`` (:func:`attention_reference`) or ``"flex"``
+            (``torch.nn.attention.flex_attention`` with a block mask built from ``mask`` and
+            causality; eager unless the caller compiles; no dropout). A backend that cannot do
+            what the call asks (weights from SDPA or Flex, dropout in Flex) raises
+            ``ValueError`` — there is no silent fallback.
 
     Returns:
         ``out`` ``(B, nh, L, hd_v)``, or ``(out, weights)``.
@@ -212,8 +221,16 @@ def attention(
     for flag, value in (("is_causal", is_causal), ("need_weights", need_weights)):
         if not isinstance(value, bool):  # here: the SDPA path hands _prepare is_causal=False
             raise TypeError(f"{flag} must be a bool, got {type_name(value)}")
-    if need_weights:
-        return attention_reference(
+    backend = check_choice("backend", backend, BACKENDS)
+    if need_weights and backend in ("sdpa", "flex"):
+        raise ValueError(
+            f"backend={backend!r} cannot return the weights (it never forms them); use "
+            "backend='reference' or 'auto' with need_weights=True"
+        )
+    if backend == "flex":
+        return _flex_attention(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
+    if need_weights or backend == "reference":
+        out = attention_reference(
             q,
             k,
             v,
@@ -221,9 +238,10 @@ def attention(
             is_causal=is_causal,
             scale=scale,
             dropout_p=dropout_p,
-            need_weights=True,
+            need_weights=need_weights,
             causal_alignment=causal_alignment,
         )
+        return out
     groups, scale, merged = _prepare(q, k, v, mask, False, scale, dropout_p, causal_alignment)
     q_len, kv_len = q.shape[-2], k.shape[-2]
     # SDPA's own is_causal is top-left aligned and takes no mask; it equals ours when L == S.
@@ -247,4 +265,50 @@ def attention(
         is_causal=sdpa_causal,
         scale=scale,
         enable_gqa=groups > 1,
+    )
+
+
+def _flex_attention(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment):
+    """``backend="flex"``: FlexAttention with a block mask of ``mask`` and causality merged."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    if dropout_p > 0:
+        raise ValueError(f"backend='flex' has no dropout, got dropout_p={dropout_p}")
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if needs_grad and q.device.type == "cpu":
+        raise ValueError(
+            "backend='flex' has no backward on CPU (PyTorch's FlexAttention); use "
+            "backend='auto' to train, or run under torch.no_grad()"
+        )
+    if not needs_grad:  # FlexAttention refuses inputs that merely carry requires_grad on CPU
+        q, k, v = q.detach(), k.detach(), v.detach()
+    groups, scale, merged = _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
+    keep = key_padding_keep(mask, v)
+    if keep is not None:  # as on the SDPA path: whatever padded keys hold cannot leak
+        k, v = k.masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
+    q_len, kv_len = q.shape[-2], k.shape[-2]
+    block_mask = score_mod = None
+    if merged is not None:
+        table = merged
+        while table.dim() < 4:
+            table = table[None]  # (B | 1, nh | 1, L | 1, S | 1)
+        if table.dim() > 4:
+            raise ValueError(f"backend='flex' takes masks of at most 4 dims, got {merged.dim()}")
+        sizes = table.shape
+
+        def at(b, h, q_idx, kv_idx):  # the mask entry of one (b, h, i, j), broadcast dims at 0
+            index = (b, h, q_idx, kv_idx)
+            return table[tuple(i if n > 1 else 0 for i, n in zip(index, sizes, strict=True))]
+
+        if table.dtype == torch.bool:
+            batch = sizes[0] if sizes[0] > 1 else None
+            heads = sizes[1] if sizes[1] > 1 else None
+            block_mask = create_block_mask(at, batch, heads, q_len, kv_len, device=q.device)
+        else:  # an additive float mask: a score modification
+
+            def score_mod(score, b, h, q_idx, kv_idx):
+                return score + at(b, h, q_idx, kv_idx)
+
+    return flex_attention(
+        q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=groups > 1
     )
