@@ -24,6 +24,7 @@ from attnzoo.functional.softmax import (
     merge_masks,
     safe_softmax,
 )
+from attnzoo.functional.varlen import varlen_attention
 
 __all__ = [
     "additive_score",
@@ -50,4 +51,5 @@ __all__ = [
     "sparsemax",
     "split_heads",
     "validate_qkv",
+    "varlen_attention",
 ]

@@ -8,6 +8,7 @@ from torch import nn
 from attnzoo._checks import check_choice, check_positive_int
 from attnzoo.functional.attention import attention, attention_reference
 from attnzoo.functional.normalizers import NORMALIZERS
+from attnzoo.functional.varlen import varlen_attention
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.papers import VASWANI_2017
 from attnzoo.registry import SEQUENCE
@@ -42,6 +43,11 @@ class MultiHeadAttention(AttentionBase):
     same encoder output throughout a decoding; only its shape is checked).
     To copy weights from or to ``torch.nn.MultiheadAttention`` see
     :mod:`attnzoo.sequence.interop`.
+
+    Packed variable-length sequences (FlashAttention's convention): ``x`` of shape
+    ``(1, sum(L_i), C)`` with ``cu_seqlens=[0, L_0, L_0 + L_1, ...]``; each sequence attends only
+    to itself (causal within it with ``is_causal``), at a cost of ``sum(L_i^2)``
+    (:func:`attnzoo.functional.varlen.varlen_attention`), and equals running it alone.
 
     ``normalizer="sparsemax"`` or ``"entmax15"`` replaces the softmax by a sparse projection
     onto the simplex (Martins & Astudillo 2016, https://arxiv.org/abs/1602.02068; Peters,
@@ -115,6 +121,20 @@ class MultiHeadAttention(AttentionBase):
         if self.vdim != self.context_dim:  # values from their own source
             self.v_proj = nn.Linear(self.vdim, self.v_proj.out_features, bias=qkv_bias)
 
+    def _forward_packed(
+        self, x: torch.Tensor, cu_seqlens: torch.Tensor, is_causal: bool
+    ) -> torch.Tensor:
+        """Sequences packed as ``(1, T, C)`` (or ``(T, C)``), offsets ``cu_seqlens``."""
+        x, _, unbatched = self.check_inputs(x, None, is_causal)
+        if x.shape[0] != 1:
+            raise ValueError(
+                f"packed sequences come as one row (1, T, C) with cu_seqlens, got {tuple(x.shape)}"
+            )
+        q, k, v = self.project(x, None)  # (1, nh, T, hd), (1, nkv, T, hd) x 2
+        packed = [t[0].transpose(0, 1) for t in (q, k, v)]  # (T, heads, hd) each
+        out = varlen_attention(*packed, cu_seqlens, is_causal=is_causal, dropout_p=self.dropout_p)
+        return self.finish(out.transpose(0, 1)[None], unbatched)  # (1, T, C)
+
     def _check_value(self, value: torch.Tensor | None, source: torch.Tensor) -> torch.Tensor | None:
         """``value`` ``(B, S, vdim)`` beside ``source`` ``(B, S, kdim)``, or the rule it breaks."""
         if value is None:
@@ -148,7 +168,15 @@ class MultiHeadAttention(AttentionBase):
         need_weights: bool = False,
         cache: KVCache | None = None,
         value: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if cu_seqlens is not None:
+            if context is not None or mask is not None or cache is not None or need_weights:
+                raise ValueError(
+                    "cu_seqlens= (packed sequences) is for self-attention without mask, cache "
+                    "or need_weights: each packed sequence attends only to itself"
+                )
+            return self._forward_packed(x, cu_seqlens, is_causal)
         if isinstance(value, torch.Tensor) and isinstance(x, torch.Tensor) and x.dim() == 2:
             value = value.unsqueeze(0)  # (1, S, C_v) with an unbatched query
         x, context, unbatched = self.check_inputs(x, context, is_causal)
