@@ -17,7 +17,7 @@ def test_capability_flag():
     assert AttentionFreeBase.has_attention_weights is False
     names = attnzoo.list_names(family="sequence") + attnzoo.list_names(family="efficient")
     without = [n for n in names if not attnzoo.info(n).obj.has_attention_weights]
-    assert without == ["fnet", "mixer"]
+    assert without == ["fnet", "gmlp", "mixer", "poolformer", "resmlp"]
 
 
 class Stack(nn.Module):
