@@ -9,7 +9,14 @@ from torch import nn
 
 from attnzoo._checks import check_floating, check_module_dtype, check_positive_int, type_name
 
-__all__ = ["ACTIVATIONS", "LayerType", "check_feature_map", "create_act", "reduced_channels"]
+__all__ = [
+    "ACTIVATIONS",
+    "LayerType",
+    "check_feature_map",
+    "check_spatial_dims",
+    "create_act",
+    "reduced_channels",
+]
 
 LayerType = str | type[nn.Module] | Callable[[], nn.Module]
 
@@ -119,3 +126,10 @@ def check_feature_map(
             f"attend over), got shape {tuple(x.shape)}; an empty batch (B = 0) is fine"
         )
     return x
+
+
+def check_spatial_dims(spatial_dims: object) -> int:
+    """``spatial_dims`` as 1, 2 or 3, or a ``ValueError`` naming it."""
+    if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
+        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
+    return int(spatial_dims)

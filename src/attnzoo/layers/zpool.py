@@ -13,16 +13,9 @@ from torch import nn
 
 from attnzoo._checks import check_positive_int
 from attnzoo.layers.conv import CONVS, NORMS
-from attnzoo.layers.vision_utils import LayerType, create_act
+from attnzoo.layers.vision_utils import LayerType, check_spatial_dims, create_act
 
-__all__ = ["ZPoolGate", "check_spatial_dims", "zpool"]
-
-
-def check_spatial_dims(spatial_dims: object) -> int:
-    """``spatial_dims`` as 1, 2 or 3, or a ``ValueError`` naming it."""
-    if isinstance(spatial_dims, bool) or spatial_dims not in (1, 2, 3):
-        raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims!r}")
-    return int(spatial_dims)
+__all__ = ["ZPoolGate", "zpool"]
 
 
 def zpool(x: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,7 @@ from torch import nn
 
 from attnzoo._checks import check_choice, check_positive_int
 from attnzoo.layers.conv import CONVS, NORMS, ConvNormAct
-from attnzoo.layers.vision_utils import LayerType, create_act, reduced_channels
-from attnzoo.layers.zpool import check_spatial_dims
+from attnzoo.layers.vision_utils import LayerType, check_spatial_dims, create_act, reduced_channels
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 

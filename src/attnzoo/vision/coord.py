@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_positive_int
-from attnzoo.layers.vision_utils import LayerType, create_act
-from attnzoo.layers.zpool import check_spatial_dims
+from attnzoo.layers.vision_utils import LayerType, check_spatial_dims, create_act
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 

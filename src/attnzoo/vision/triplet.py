@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from attnzoo.layers.vision_utils import LayerType
-from attnzoo.layers.zpool import ZPoolGate, check_spatial_dims
+from attnzoo.layers.vision_utils import LayerType, check_spatial_dims
+from attnzoo.layers.zpool import ZPoolGate
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
 
