@@ -147,6 +147,23 @@ def _build_parser() -> _Parser:
     t.add_argument("--repeats", type=_positive_int, default=5)
     t.add_argument("--output", help="also write results as JSON (atomically)")
 
+    b = bench.add_parser("sparse", help="block-sparse engine time against mask density vs SDPA")
+    b.add_argument("--length", type=_positive_int, default=16384)
+    b.add_argument("--heads", type=_positive_int, default=8)
+    b.add_argument("--head-dim", type=_positive_int, default=64)
+    b.add_argument("--batch", type=_positive_int, default=1)
+    b.add_argument("--block-size", type=_positive_int, default=None, help="default: engine's")
+    b.add_argument(
+        "--densities",
+        type=_density_list,
+        default=None,
+        help="fractions of block pairs computed, default 0.01,0.02,0.05,0.1,0.2,0.5,1",
+    )
+    b.add_argument("--threads", type=_positive_int, default=2)
+    b.add_argument("--repeats", type=_positive_int, default=3)
+    b.add_argument("--backward", action="store_true", help="time forward + backward")
+    b.add_argument("--output", help="also write results as JSON (atomically)")
+
     d = bench.add_parser("decode", help="greedy decoding tokens/s with and without the KV cache")
     d.add_argument("--tokens", type=_positive_int, default=256, help="tokens generated")
     d.add_argument("--batch", type=_positive_int, default=1)
@@ -490,6 +507,54 @@ def _cmd_bench_speed(args) -> int:
     return 0
 
 
+def _density_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        message = f"expected fractions like 0.01,0.1,1, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not all(0 < value <= 1 for value in values):
+        raise argparse.ArgumentTypeError(f"densities must be in (0, 1], got {text!r}")
+    return values
+
+
+def _cmd_bench_sparse(args) -> int:
+    from attnzoo.arena.io import write_json_atomic
+    from attnzoo.arena.sparse_bench import (
+        DENSITIES,
+        SparseBenchConfig,
+        format_sparse_table,
+        run_sparse,
+    )
+
+    config = SparseBenchConfig(
+        length=args.length,
+        heads=args.heads,
+        head_dim=args.head_dim,
+        batch=args.batch,
+        block_size=args.block_size,
+        densities=args.densities or list(DENSITIES),
+        repeats=args.repeats,
+        backward=args.backward,
+        threads=args.threads,
+    )
+    print(
+        f"# bench sparse: q, k, v ({args.batch}, {args.heads}, {args.length}, {args.head_dim}) "
+        f"float32, cpu, {args.threads} threads, median of {args.repeats}, "
+        + ("forward + backward" if args.backward else "forward"),
+        flush=True,
+    )
+
+    def progress(row) -> None:
+        print(f"  density {row['density']:.3f}: {row['engine_ms']:.1f} ms", file=sys.stderr)
+
+    record = run_sparse(config, progress=progress)
+    print(format_sparse_table(record))
+    if args.output:
+        write_json_atomic(args.output, record)
+    return 0
+
+
 def _cmd_bench_vision(args) -> int:
     import attnzoo
     from attnzoo.arena.io import write_json_atomic
@@ -613,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_arena(args)
         if args.bench == "vision":
             return _cmd_bench_vision(args)
+        if args.bench == "sparse":
+            return _cmd_bench_sparse(args)
         if args.bench in ("vit", "decode"):
             return _cmd_bench_model(args)
         return _cmd_bench_speed(args)

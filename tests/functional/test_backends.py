@@ -37,8 +37,15 @@ def cases():
     }
 
 
-@pytest.mark.parametrize("backend", ["auto", "sdpa", "reference", "flex"])
-@pytest.mark.parametrize("case", list(cases()))
+BACKEND_CASES = [
+    (backend, case)
+    for backend in ("auto", "sdpa", "reference", "flex", "block_sparse")
+    for case in cases()
+    if not (backend == "block_sparse" and case == "float bias")  # refused: tested below
+]
+
+
+@pytest.mark.parametrize(("backend", "case"), BACKEND_CASES)
 def test_every_backend_equals_the_reference(backend, case):
     kwargs = cases()[case]
     for kv_heads in (4, 2):  # MHA and GQA
@@ -47,7 +54,7 @@ def test_every_backend_equals_the_reference(backend, case):
         assert_close(attention(q, k, v, backend=backend, **kwargs), want)
 
 
-@pytest.mark.parametrize("backend", ["auto", "sdpa", "reference", "flex"])
+@pytest.mark.parametrize("backend", ["auto", "sdpa", "reference", "flex", "block_sparse"])
 def test_padded_nan_never_leaks_and_dead_rows_are_zero(backend):
     q, k, v = qkv()
     real = torch.ones(2, 11, dtype=torch.bool)
@@ -61,13 +68,16 @@ def test_padded_nan_never_leaks_and_dead_rows_are_zero(backend):
 
 def test_impossible_choices_raise():
     q, k, v = qkv()
-    with pytest.raises(ValueError, match=r"backend must be one of .*'flex'"):
-        attention(q, k, v, backend="block_sparse")
-    for backend in ("sdpa", "flex"):
+    with pytest.raises(ValueError, match=r"backend must be one of .*'block_sparse'"):
+        attention(q, k, v, backend="blocksparse")
+    for backend in ("sdpa", "flex", "block_sparse"):
         with pytest.raises(ValueError, match=rf"backend='{backend}' cannot return the weights"):
             attention(q, k, v, backend=backend, need_weights=True)
     with pytest.raises(ValueError, match="backend='flex' has no dropout"):
         attention(q, k, v, backend="flex", dropout_p=0.1)
+    bias = torch.zeros(1, 1, 9, 11, dtype=F64)
+    with pytest.raises(ValueError, match="block_sparse' takes a bool mask"):
+        attention(q, k, v, mask=bias, backend="block_sparse")
     out, weights = attention(q, k, v, backend="reference", need_weights=True)
     want, want_w = attention(q, k, v, need_weights=True)
     assert_close(out, want) and assert_close(weights, want_w)

@@ -15,7 +15,10 @@ Besides registry names, ``torch_mha`` benchmarks ``torch.nn.MultiheadAttention``
 ``need_weights=False``, which takes PyTorch's fused fast path in eval) as the baseline, and
 ``flex_local`` the same four projections around ``torch.compile(flex_attention)`` with a
 ``create_block_mask`` of ``attnzoo.masks.sliding_window(window)`` (``--option
-flex_local:window=256``, default 256; causal with ``--causal``). The compiling first call is the
+flex_local:window=256``, default 256; causal with ``--causal``), and ``engine_local`` the
+registered ``masked`` module with the same mask function, i.e. the block-sparse engine
+(:func:`attnzoo.functional.block_sparse_attention`) on a sliding window (``--option
+engine_local:window=256``, ``engine_local:block_size=64``). The compiling first call is the
 memory measurement and never timed. The peer packages (``sdpa_fused``, ``peer_local``, ...) are
 the baselines of :mod:`attnzoo.arena.peers`; :func:`format_peer_table` compares each with its
 attnzoo counterpart.
@@ -52,7 +55,7 @@ __all__ = [
     "write_json",
 ]
 
-BASELINES = ("torch_mha", "flex_local", *PEERS)
+BASELINES = ("torch_mha", "flex_local", "engine_local", *PEERS)
 
 
 @dataclass
@@ -129,6 +132,14 @@ def _build(cfg: dict[str, Any], length: int):
 
         def call(x):
             return module(x)
+
+    elif name == "engine_local":
+        window = options.pop("window", 256)
+        mod = attnzoo.masks.sliding_window(window)
+        module = attnzoo.create("masked", dim, num_heads=heads, mask_mod=mod, **options)
+
+        def call(x):
+            return module(x, is_causal=cfg["causal"])
 
     elif name in PEERS:
         module = build_peer(name, dim, heads, length, cfg["causal"], options)

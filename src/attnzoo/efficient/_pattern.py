@@ -2,8 +2,10 @@
 
 :class:`PatternAttention` gives every pattern mechanism the same dispatch: the dense reference
 (``attention_reference`` with the materialised mask function) while weights are recorded or
-for masks that are not key-padding masks, otherwise the mechanism's block fast path
-(:mod:`attnzoo.efficient._blocks`), with a one-entry cache of the block plan.
+for masks that are not key-padding masks, otherwise the mechanism's fast path: its banded block
+path (:mod:`attnzoo.efficient._blocks`, one-entry plan cache) or, where that is no faster, the
+block-sparse engine on the mechanism's own pattern (:meth:`PatternAttention.engine`, one-entry
+block-mask cache).
 """
 
 from __future__ import annotations
@@ -14,11 +16,19 @@ import torch
 
 from attnzoo._checks import check_positive_int, type_name
 from attnzoo.functional.attention import attention_reference
-from attnzoo.functional.mask_ops import MaskMod, materialize
+from attnzoo.functional.block_mask import BlockMask, create_block_mask
+from attnzoo.functional.block_sparse import block_sparse_attention
+from attnzoo.functional.mask_basic import causal
+from attnzoo.functional.mask_ops import MaskMod, and_masks, materialize
 from attnzoo.functional.softmax import merge_masks
 from attnzoo.layers.attention_base import AttentionBase
 
-__all__ = ["PatternAttention", "global_options", "global_positions"]
+__all__ = ["PatternAttention", "global_options", "global_positions", "needs_grad"]
+
+
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether this call builds a graph (training): autograd is on and an input requires grad."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def global_options(
@@ -84,6 +94,7 @@ class PatternAttention(AttentionBase):
         )
         self.fast_path = True
         self._cache: tuple[tuple, object] | None = None
+        self._block_mask: tuple[tuple, BlockMask] | None = None
 
     def pattern(self, q_len: int, kv_len: int) -> MaskMod:  # pragma: no cover - abstract
         """The mask function of this mechanism for these lengths."""
@@ -112,6 +123,34 @@ class PatternAttention(AttentionBase):
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, build())
         return self._cache[1]
+
+    def engine(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        key_padding: torch.Tensor | None,
+        is_causal: bool,
+        block_size: int | None = None,
+    ) -> torch.Tensor:
+        """The block-sparse engine on :meth:`pattern` (and bottom-right causality).
+
+        Mechanisms call it where their banded path is no faster (measured in
+        ``docs/benchmarks.md``). The block mask is kept for the last lengths and options.
+        """
+        q_len, kv_len = q.shape[2], k.shape[2]
+        key = (self.extra_repr(), q_len, kv_len, is_causal, str(q.device), block_size)
+        if self._block_mask is None or self._block_mask[0] != key:
+            mod = self.pattern(q_len, kv_len)
+            if is_causal:
+                mod = and_masks(mod, causal(q_len=q_len, kv_len=kv_len))
+            block_mask = create_block_mask(
+                mod, None, None, q_len, kv_len, block_size=block_size, device=q.device
+            )
+            self._block_mask = (key, block_mask)
+        return block_sparse_attention(
+            q, k, v, self._block_mask[1], key_padding_mask=key_padding, dropout_p=self.dropout_p
+        )
 
     def forward(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from attnzoo._checks import check_positive_int
-from attnzoo.efficient._blocks import band_attention, band_plan, pattern_keep, with_dense_rows
+from attnzoo.efficient._blocks import pattern_keep
 from attnzoo.efficient._pattern import PatternAttention
 from attnzoo.functional.attention import attention
 from attnzoo.functional.mask_ops import MaskMod
@@ -39,9 +39,12 @@ class BigBirdAttention(PatternAttention):
     ``attnzoo.masks.bigbird(block_size, q_len=L, ...)``, and equal to dense attention with that
     mask materialised (merged with the call's padding mask).
 
-    Fast path: every query block attends its window blocks (an ``unfold`` view of the keys) plus
-    its global and random blocks, gathered by index; global query blocks attend all keys
-    densely. Time ``O(L (w + g + r) b d)``, memory ``O(L (w + g + r) b)``; no ``L x L`` tensor.
+    Fast path: the block-sparse engine (:func:`~attnzoo.functional.block_sparse_attention`)
+    on the pattern's block mask with blocks of ``block_size``, so every block pair is either
+    empty or full: each query block gathers its window, global and random key blocks, global
+    query blocks gather all of them. It is as fast as the former banded path forward and
+    faster backward (``docs/benchmarks.md``). Time ``O(L (w + g + r) b d)``, memory
+    ``O(L (w + g + r) b)``; no ``L x L`` tensor.
 
     Lengths: any ``L``. A last partial block is a block like the others (the mask function
     decides, the fast path pads internally and equals the reference exactly). Short sequences:
@@ -148,37 +151,6 @@ class BigBirdAttention(PatternAttention):
             return f"{blocks} block(s) of block_size={self.block_size}, each sees every block"
         return None
 
-    def _plan(self, length: int, dtype: torch.dtype, device: torch.device):
-        """``(keep_fn, band plan or None when the pattern is dense, global query rows)``."""
-        bs = self.block_size
-        keep_fn, starts, table = self._block_table(length, device)
-        if bool(table.all()):
-            return keep_fn, None, None
-        full = table.all(-1)  # (nb,) global query blocks
-        rows = (starts[full].unsqueeze(-1) + torch.arange(bs, device=device)).flatten()  # (G,)
-        rows = rows[rows < length]
-        half = self.num_window_blocks // 2
-        blocks = torch.arange(table.shape[0], device=device)
-        outside = table & ((blocks.unsqueeze(-1) - blocks).abs() > half) & ~full.unsqueeze(-1)
-        count = int(outside.sum(-1).max())
-        order = torch.sort(outside.int(), dim=-1, descending=True, stable=True)
-        chosen = order.indices[:, :count]  # (nb, count) extra key blocks, valid ones first
-        valid = order.values[:, :count].bool()
-        extra = chosen.unsqueeze(-1) * bs + torch.arange(bs, device=device)  # (nb, count, bs)
-        extra = extra.masked_fill(~valid.unsqueeze(-1), -1).flatten(1)  # (nb, count * bs)
-        plan = band_plan(
-            keep_fn,
-            length,
-            length,
-            block=bs,
-            before=half * bs,
-            after=half * bs,
-            dtype=dtype,
-            device=device,
-            extra=extra.unsqueeze(0) if count else None,  # (1, nb, E)
-        )
-        return keep_fn, plan, rows
-
     def fast(
         self,
         q: torch.Tensor,
@@ -187,18 +159,10 @@ class BigBirdAttention(PatternAttention):
         key_padding: torch.Tensor | None,
         is_causal: bool,
     ) -> torch.Tensor:
-        length = q.shape[2]
-        keep_fn, plan, rows = self.cached(
-            (length, q.device, q.dtype), lambda: self._plan(length, q.dtype, q.device)
-        )
-        if plan is None:  # every block sees every block: dense attention
+        if self.dense_reason(q.shape[2], k.shape[2]) is not None:  # every block sees all
             mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, S)
             return attention(q, k, v, mask=mask, dropout_p=self.dropout_p)
-        out = band_attention(q, k, v, plan, key_padding=key_padding, dropout_p=self.dropout_p)
-        out = with_dense_rows(
-            out, q, k, v, rows, keep_fn, key_padding=key_padding, dropout_p=self.dropout_p
-        )
-        return out
+        return self.engine(q, k, v, key_padding, is_causal, block_size=self.block_size)
 
     def extra_repr(self) -> str:
         return (

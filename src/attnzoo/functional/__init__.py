@@ -5,6 +5,8 @@ Nothing here is an ``nn.Module``; every module in attnzoo is built from these fu
 
 from attnzoo.functional import masks
 from attnzoo.functional.attention import attention, attention_reference, validate_qkv
+from attnzoo.functional.block_mask import BlockMask, create_block_mask
+from attnzoo.functional.block_sparse import block_sparse_attention
 from attnzoo.functional.hard import hard_attention
 from attnzoo.functional.heads import merge_heads, split_heads
 from attnzoo.functional.normalizers import entmax15, sparsemax
@@ -27,14 +29,17 @@ from attnzoo.functional.softmax import (
 from attnzoo.functional.varlen import varlen_attention
 
 __all__ = [
+    "BlockMask",
     "additive_score",
     "attention",
     "attention_pooling",
     "attention_reference",
     "average_pooling",
     "bilinear_score",
+    "block_sparse_attention",
     "causal_mask",
     "cosine_score",
+    "create_block_mask",
     "dot_score",
     "entmax15",
     "hard_attention",

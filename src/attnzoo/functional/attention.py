@@ -27,7 +27,7 @@ from attnzoo.functional.softmax import (
 
 __all__ = ["BACKENDS", "attention", "attention_reference", "validate_qkv"]
 
-BACKENDS = ("auto", "sdpa", "reference", "flex")  # attention(backend=...)
+BACKENDS = ("auto", "sdpa", "reference", "flex", "block_sparse")  # attention(backend=...)
 
 
 def validate_qkv(q: object, k: object, v: object) -> int:
@@ -203,9 +203,12 @@ def attention(
         backend: ``"auto"`` (SDPA, or the reference when weights are requested), ``"sdpa"``,
             ``"reference"`` (:func:`attention_reference`) or ``"flex"``
             (``torch.nn.attention.flex_attention`` with a block mask built from ``mask`` and
-            causality; eager unless the caller compiles; no dropout). A backend that cannot do
-            what the call asks (weights from SDPA or Flex, dropout in Flex) raises
-            ``ValueError`` — there is no silent fallback.
+            causality; eager unless the caller compiles; no dropout) or ``"block_sparse"``
+            (:func:`~attnzoo.functional.block_sparse_attention` on the blocks of the boolean
+            ``mask`` and causality: only non-empty blocks are computed). A backend that cannot
+            do what the call asks (weights from SDPA, Flex or the block engine, dropout in
+            Flex, an additive float mask in the block engine) raises ``ValueError`` — there is
+            no silent fallback.
 
     Returns:
         ``out`` ``(B, nh, L, hd_v)``, or ``(out, weights)``.
@@ -222,11 +225,13 @@ def attention(
         if not isinstance(value, bool):  # here: the SDPA path hands _prepare is_causal=False
             raise TypeError(f"{flag} must be a bool, got {type_name(value)}")
     backend = check_choice("backend", backend, BACKENDS)
-    if need_weights and backend in ("sdpa", "flex"):
+    if need_weights and backend in ("sdpa", "flex", "block_sparse"):
         raise ValueError(
             f"backend={backend!r} cannot return the weights (it never forms them); use "
             "backend='reference' or 'auto' with need_weights=True"
         )
+    if backend == "block_sparse":
+        return _block_sparse(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
     if backend == "flex":
         return _flex_attention(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
     if need_weights or backend == "reference":
@@ -311,4 +316,31 @@ def _flex_attention(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment
 
     return flex_attention(
         q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=groups > 1
+    )
+
+
+def _block_sparse(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment):
+    """``backend="block_sparse"``: the block engine on the blocks of ``mask`` and causality."""
+    from attnzoo.functional.block_mask import BlockMask
+    from attnzoo.functional.block_sparse import block_sparse_attention
+
+    if mask is not None and mask.dtype != torch.bool:
+        raise ValueError(
+            f"backend='block_sparse' takes a bool mask (True = may attend), got dtype "
+            f"{mask.dtype}; an additive float mask needs backend='sdpa' or 'reference'"
+        )
+    if q.dim() != 4:
+        raise ValueError(
+            f"backend='block_sparse' takes 4-D q, k, v (B, nh, L, hd), got q {tuple(q.shape)}"
+        )
+    _, scale, merged = _prepare(q, k, v, mask, is_causal, scale, dropout_p, causal_alignment)
+    keep = key_padding_keep(mask, v)
+    if keep is not None:  # as on the SDPA path: whatever padded keys hold cannot leak
+        k, v = k.masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
+    if merged is None:
+        merged = torch.ones(1, 1, dtype=torch.bool, device=q.device)
+    full = merged.expand(*merged.shape[:-2], q.shape[-2], k.shape[-2])  # (.., L, S), a view
+    block_mask = BlockMask.from_mask(full)
+    return block_sparse_attention(
+        q, k, v, block_mask, scale=scale, dropout_p=dropout_p, backend="engine"
     )

@@ -1,0 +1,327 @@
+"""Block-sparse attention: softmax attention computed only on the non-empty blocks of a mask.
+
+The engine behind ``attention(backend="block_sparse")`` and the ``masked`` module. Given a
+:class:`~attnzoo.functional.block_mask.BlockMask`, every query block attends the key blocks its
+row lists: the keys of those blocks are gathered into one ``(m * bk)``-wide window per query
+block, scores are one batched matrix product per chunk of query blocks, the partial blocks'
+cell masks become a 0 / ``-inf`` bias (full blocks get none), and the softmax and the weighted
+sum are two more batched operations. Query-block rows are sorted by how many key blocks they
+see, so a chunk pads its rows only to its own longest one: the cost follows the number of
+non-empty blocks (causal masks pay half of dense, a window of 256 pays ``~5 / nk`` of it).
+Forward and backward are plain autograd over these few large operations; memory is that of the
+computed scores, never ``L x S``.
+
+Semantics equal :func:`~attnzoo.functional.attention_reference` with the dense mask: rows that
+may attend to nothing give exact zeros (and zero gradients), and whatever padded keys hold
+(NaN, inf) never reaches the output. Grouped-query attention stacks the query heads of one
+key/value head as extra rows of the same blocks (no key copy) when the mask does not depend on
+the head.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from attnzoo._checks import check_choice, check_finite, check_probability, type_name
+from attnzoo.functional.attention import validate_qkv
+from attnzoo.functional.block_mask import BlockMask
+
+__all__ = ["block_sparse_attention"]
+
+_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MB in float32) across batch and heads
+_BACKENDS = ("auto", "engine", "flex")
+
+
+def _check_block_mask(block_mask: object, q: torch.Tensor, k: torch.Tensor) -> BlockMask:
+    if not isinstance(block_mask, BlockMask):
+        raise TypeError(
+            "block_mask must be an attnzoo.functional.BlockMask (create_block_mask(mask_mod, "
+            f"...) or BlockMask.from_mask(mask)), got {type_name(block_mask)}"
+        )
+    if q.dim() != 4:
+        raise ValueError(
+            f"q, k and v must be 4-D (B, nh, L, hd) for block_sparse_attention, got q "
+            f"{tuple(q.shape)}"
+        )
+    batch, heads, q_len, _ = q.shape
+    g_b, g_h, mask_q, mask_kv = block_mask.shape
+    if (mask_q, mask_kv) != (q_len, k.shape[2]):
+        raise ValueError(
+            f"block_mask was built for (L, S) = ({mask_q}, {mask_kv}) but q and k give "
+            f"({q_len}, {k.shape[2]}); build it with q_len={q_len}, kv_len={k.shape[2]}"
+        )
+    if g_b not in (1, batch) or g_h not in (1, heads):
+        raise ValueError(
+            f"block_mask has batch x heads = {g_b} x {g_h}, which does not broadcast to the "
+            f"inputs' {batch} x {heads}"
+        )
+    if block_mask.device != q.device:
+        raise ValueError(
+            f"block_mask is on {block_mask.device} but q is on {q.device}; build it with "
+            f"device=q.device"
+        )
+    return block_mask
+
+
+def _check_padding(key_padding_mask: object, batch: int, kv_len: int) -> torch.Tensor | None:
+    if key_padding_mask is None:
+        return None
+    if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+        raise TypeError(
+            f"key_padding_mask must be a bool tensor (B, S), True = real key, got "
+            f"{type_name(key_padding_mask)}"
+        )
+    if tuple(key_padding_mask.shape) != (batch, kv_len):
+        raise ValueError(
+            f"key_padding_mask must have shape (B, S) = ({batch}, {kv_len}), got "
+            f"{tuple(key_padding_mask.shape)}"
+        )
+    return key_padding_mask
+
+
+@dataclass
+class _Chunk:
+    """One chunk of query-block rows and how to mask its scores (cached on the block mask)."""
+
+    rows: torch.Tensor | slice  # the query-block rows (a slice when contiguous)
+    indices: torch.Tensor  # (G_b, G_h, n, m) key blocks of each row
+    drops: list  # [(slot or None, drop)]: cells to hide, per key-block slot or full width
+    dead: torch.Tensor | None  # (G_b, G_h, n, 1, bq, 1) rows that see nothing, or None
+    shared: bool  # every row has the same key blocks: one tall product, no key copy per row
+
+
+def _keep_cells(bm: BlockMask, rows, m: int) -> torch.Tensor:
+    """``(G_b, G_h, n, 1, bq, m * bk)`` bool: the visible cells of a chunk's gathered blocks."""
+    bq, bk = bm.block_size
+    partial = bm.partial_index[:, :, rows, :m]  # (G_b, G_h, n, m)
+    valid = bm.slot_valid()[:, :, rows, :m]
+    g_b, g_h, n, _ = partial.shape
+    keep = valid[..., None, None].expand(g_b, g_h, n, m, bq, bk).clone()  # (.., n, m, bq, bk)
+    is_partial = partial >= 0
+    if bool(is_partial.any()):
+        keep[is_partial] = bm.partial_masks[partial[is_partial]]
+    return keep.transpose(3, 4).reshape(g_b, g_h, n, 1, bq, m * bk)  # (.., n, 1, bq, m * bk)
+
+
+def _plan(bm: BlockMask, per_row: int) -> tuple[list[_Chunk], torch.Tensor | None]:
+    """The chunks of a call (see :func:`_chunk_rows`), built once per block mask and size."""
+    if per_row in bm.plans:
+        return bm.plans[per_row]
+    bk = bm.block_size[1]
+    chunks = []
+    row_chunks, inverse = _chunk_rows(bm, per_row)
+    for rows, m in row_chunks:
+        indices = bm.kv_indices[:, :, rows, :m]  # (G_b, G_h, n, m)
+        keep = _keep_cells(bm, rows, m)
+        hidden = ~keep
+        slots = hidden.unflatten(-1, (m, bk)).any(-1).flatten(0, -2).any(0).nonzero()
+        slots = slots.flatten().tolist()  # key-block slots with a hidden cell
+        if len(slots) * 2 <= m:  # few masked slots (a band's two edges): mask only those
+            drops = [(j, hidden[..., j * bk : (j + 1) * bk].clone()) for j in slots]
+        else:
+            drops = [(None, hidden)]
+        dead = ~keep.any(dim=-1, keepdim=True)
+        shared = bool((indices == indices[:, :, :1]).all())
+        dead = dead if bool(dead.any()) else None
+        chunks.append(_Chunk(rows, indices, drops, dead, shared))
+    bm.plans[per_row] = chunks, inverse
+    return chunks, inverse
+
+
+def _chunk_rows(bm: BlockMask, per_row: int) -> tuple[list, torch.Tensor | None]:
+    """Query-block rows grouped so that each chunk is padded only to its own longest row.
+
+    Returns ``(rows, m)`` pairs — rows as a slice when they are contiguous, else an index tensor
+    (rows sorted by their number of key blocks), and the chunk's number of key-block slots —
+    and the permutation that puts the concatenated chunks back in row order (None: in order).
+    """
+    counts = bm.kv_num_blocks.amax(dim=(0, 1))  # (nq,) longest row over batch and heads
+    nq = counts.shape[0]
+    uniform = nq == 0 or bool((counts == counts[0]).all())
+    order = None if uniform else torch.sort(counts, stable=True).indices
+    sorted_counts = (counts if order is None else counts[order]).tolist()
+    chunks, start = [], 0
+    while start < nq:
+        stop = start + 1
+        # grow while the chunk's scores (padded to its last, longest row) fit the budget and
+        # that padding stays within a quarter of the first row's blocks
+        limit = sorted_counts[start] + max(1, sorted_counts[start] // 4)
+        while (
+            stop < nq
+            and sorted_counts[stop] <= limit
+            and (stop + 1 - start) * per_row * max(1, sorted_counts[stop]) <= _CHUNK_SCORES
+        ):
+            stop += 1
+        m = max(1, sorted_counts[stop - 1])
+        rows = slice(start, stop) if order is None else order[start:stop]
+        chunks.append((rows, m))
+        start = stop
+    return chunks, None if order is None else torch.argsort(order)
+
+
+def _padded_drops(bm: BlockMask, chunk: _Chunk, padding: torch.Tensor) -> tuple[list, object]:
+    """A chunk's drops and dead rows with the call's key padding ``(B, S)`` added."""
+    bk = bm.block_size[1]
+    _, g_h, n, m = chunk.indices.shape
+    batch = padding.shape[0]
+    pad = F.pad(padding, (0, -padding.shape[1] % bk)).view(batch, -1, bk)  # (B, nk, bk)
+    rows_b = torch.arange(batch, device=pad.device).view(batch, 1, 1, 1)
+    window = pad[rows_b, chunk.indices.expand(batch, g_h, n, m)]  # (B, G_h, n, m, bk)
+    keep = _keep_cells(bm, chunk.rows, m) & window.reshape(batch, g_h, n, 1, 1, m * bk)
+    dead = ~keep.any(dim=-1, keepdim=True)  # (B, G_h, n, 1, bq, 1)
+    return [(None, ~keep)], (dead if bool(dead.any()) else None)
+
+
+def _gather_blocks(blocks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``blocks (B, H, nk, bk, d)`` at ``indices (G_b, G_h, n, m)`` -> ``(B, H, n, m * bk, d)``."""
+    batch, heads, _, bk, width = blocks.shape
+    g_b, g_h, n, m = indices.shape
+    if g_b == 1 and g_h == 1:
+        picked = blocks.index_select(2, indices.reshape(-1))  # (B, H, n * m, bk, d)
+    else:
+        b = torch.arange(batch, device=blocks.device).view(batch, 1, 1, 1)
+        h = torch.arange(heads, device=blocks.device).view(1, heads, 1, 1)
+        picked = blocks[b, h, indices.expand(batch, heads, n, m)]  # (B, H, n, m, bk, d)
+    return picked.reshape(batch, heads, n, m * bk, width)
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    block_mask: BlockMask,
+    *,
+    scale: float | None = None,
+    key_padding_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Softmax attention over the non-empty blocks of ``block_mask`` only.
+
+    Equals :func:`~attnzoo.functional.attention_reference` with ``mask=block_mask.to_dense()``
+    (and the key padding) to floating-point rounding, forward and backward, with exact zeros for
+    rows that see nothing. Half-precision inputs are computed in float32, as the reference.
+
+    Args:
+        q: Queries ``(B, nh, L, hd)``.
+        k: Keys ``(B, nkv, S, hd)``; ``nh`` a multiple of ``nkv`` (GQA).
+        v: Values ``(B, nkv, S, hd_v)``.
+        block_mask: From :func:`~attnzoo.functional.create_block_mask` or
+            :meth:`~attnzoo.functional.BlockMask.from_mask`, for this ``L`` and ``S``.
+        scale: Score scale, default ``1 / sqrt(hd)``.
+        key_padding_mask: Optional bool ``(B, S)``, ``True`` = real key.
+        dropout_p: Dropout on the weights whenever ``> 0``.
+        backend: ``"engine"`` (this module's block computation, CPU or GPU), ``"flex"``
+            (``torch.nn.attention.flex_attention`` with the same blocks: no dropout, no key
+            padding, no backward on CPU) or ``"auto"`` (flex on CUDA without dropout and
+            padding, else the engine).
+
+    Returns:
+        ``(B, nh, L, hd_v)``.
+
+    Shape:
+        - q: ``(B, nh, L, hd)``; k: ``(B, nkv, S, hd)``; v: ``(B, nkv, S, hd_v)``
+
+    Example:
+        >>> from attnzoo import masks
+        >>> from attnzoo.functional import create_block_mask
+        >>> q = k = v = torch.randn(1, 2, 1024, 16)
+        >>> bm = create_block_mask(masks.sliding_window(64), None, None, 1024)
+        >>> block_sparse_attention(q, k, v, bm).shape
+        torch.Size([1, 2, 1024, 16])
+    """
+    groups = validate_qkv(q, k, v)
+    bm = _check_block_mask(block_mask, q, k)
+    backend = check_choice("backend", backend, _BACKENDS)
+    dropout_p = check_probability("dropout_p", dropout_p)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_finite("scale", scale)
+    batch, heads, q_len, _ = q.shape
+    kv_len = k.shape[2]
+    padding = _check_padding(key_padding_mask, batch, kv_len)
+    if backend == "auto":
+        backend = "flex" if q.is_cuda and dropout_p == 0 and padding is None else "engine"
+    if backend == "flex":
+        return _flex(q, k, v, bm, scale, groups, dropout_p, padding)
+    if padding is not None:  # whatever padded keys hold cannot leak (0 * NaN would)
+        k = k.masked_fill(~padding[:, None, :, None], 0.0)
+        v = v.masked_fill(~padding[:, None, :, None], 0.0)
+    head_mask = bm.kv_num_blocks.shape[1] > 1
+    if groups > 1 and head_mask:  # per-head patterns: one key copy per query head
+        k = k.repeat_interleave(groups, dim=1)  # (B, nh, S, hd)
+        v = v.repeat_interleave(groups, dim=1)  # (B, nh, S, hd_v)
+        groups = 1
+    compute = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    bq, bk = bm.block_size
+    nq, nk = bm.num_blocks
+    kv_heads, head_dim, value_dim = k.shape[1], q.shape[-1], v.shape[-1]
+    q_pad = F.pad(q.to(compute) * scale, (0, 0, 0, nq * bq - q_len))  # (B, nh, Lp, hd)
+    # (B, nkv, g, nq, bq, hd) -> (B, nkv, nq, g * bq, hd): the heads of a group share blocks
+    q_blocks = q_pad.view(batch, kv_heads, groups, nq, bq, head_dim).transpose(2, 3)
+    q_blocks = q_blocks.reshape(batch, kv_heads, nq, groups * bq, head_dim)
+    pad_kv = (0, 0, 0, nk * bk - kv_len)
+    k_blocks = F.pad(k.to(compute), pad_kv).view(batch, kv_heads, nk, bk, head_dim)
+    v_blocks = F.pad(v.to(compute), pad_kv).view(batch, kv_heads, nk, bk, value_dim)
+    per_row = batch * kv_heads * groups * bq * bk
+    outputs = []
+    chunks, inverse = _plan(bm, per_row)
+    for chunk in chunks:
+        drops, dead = (
+            (chunk.drops, chunk.dead) if padding is None else (_padded_drops(bm, chunk, padding))
+        )
+        n, m = chunk.indices.shape[2:]
+        q_chunk = q_blocks[:, :, chunk.rows]  # (B, nkv, n, g * bq, hd)
+        indices = chunk.indices
+        if chunk.shared:  # the rows stacked into one query block: (B, nkv, 1, n * g * bq, hd)
+            q_chunk = q_chunk.reshape(batch, kv_heads, 1, n * groups * bq, head_dim)
+            indices = indices[:, :, :1]
+        keys = _gather_blocks(k_blocks, indices)  # (B, nkv, n | 1, m * bk, hd)
+        values = _gather_blocks(v_blocks, indices)  # (B, nkv, n | 1, m * bk, hd_v)
+        scores = torch.matmul(q_chunk, keys.transpose(-2, -1))  # (B, nkv, n | 1, rows, m * bk)
+        scores = scores.view(batch, kv_heads, n, groups, bq, m * bk)
+        for slot, drop in drops:  # hidden cells of partial blocks, padding slots, padded keys
+            target = scores if slot is None else scores[..., slot * bk : (slot + 1) * bk]
+            target.masked_fill_(drop, -math.inf)
+        if dead is not None:  # rows that see nothing: finite scores, then exact zeros
+            scores = scores.masked_fill(dead, 0.0)
+        attn = torch.softmax(scores, dim=-1)
+        if dead is not None:
+            attn = attn.masked_fill(dead, 0.0)
+        if dropout_p > 0:
+            attn = F.dropout(attn, p=dropout_p)
+        attn = attn.view(*q_chunk.shape[:-1], m * bk)  # (B, nkv, n | 1, rows, m * bk)
+        out = torch.matmul(attn, values)  # (B, nkv, n | 1, rows, hd_v)
+        outputs.append(out.view(batch, kv_heads, n, groups * bq, value_dim))
+    if not outputs:  # L = 0
+        return q.new_zeros(batch, heads, q_len, value_dim)
+    out = torch.cat(outputs, dim=2)  # (B, nkv, nq, g * bq, hd_v), rows in chunk order
+    if inverse is not None:
+        out = out[:, :, inverse]  # back to query-block order
+    # (B, nkv, nq, g, bq, hd_v) -> (B, nkv, g, nq, bq, hd_v) -> (B, nh, Lp, hd_v)
+    out = out.view(batch, kv_heads, nq, groups, bq, value_dim).transpose(2, 3)
+    out = out.reshape(batch, heads, nq * bq, value_dim)[:, :, :q_len]
+    return out.to(q.dtype)
+
+
+def _flex(q, k, v, bm: BlockMask, scale, groups, dropout_p, padding):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if dropout_p > 0:
+        raise ValueError(f"backend='flex' has no dropout, got dropout_p={dropout_p}")
+    if padding is not None:
+        raise ValueError(
+            "backend='flex' takes no key_padding_mask: put the padding in the mask function "
+            "(and_masks(mask_mod, padding_mod)) or use backend='engine'"
+        )
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    if needs_grad and q.device.type == "cpu":
+        raise ValueError(
+            "backend='flex' has no backward on CPU (PyTorch's FlexAttention); use "
+            "backend='engine' to train, or run under torch.no_grad()"
+        )
+    if not needs_grad:
+        q, k, v = q.detach(), k.detach(), v.detach()
+    return flex_attention(q, k, v, block_mask=bm.to_flex(), scale=scale, enable_gqa=groups > 1)
