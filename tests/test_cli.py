@@ -121,7 +121,7 @@ def test_bench_speed_end_to_end(tmp_path):
             "bench",
             "speed",
             "--names",
-            "mha,torch_mha,local",
+            "mha,torch_mha,local,engine_local",
             "--lengths",
             "32",
             "--dim",
@@ -145,12 +145,13 @@ def test_bench_speed_end_to_end(tmp_path):
     assert len(notes) == 1 and notes[0].startswith("note: local at L=32 ran dense SDPA")
     assert "window=256 >= max(L, S) - 1 = 31" in notes[0]
     data = json.loads(output.read_text())
-    assert {r["name"] for r in data["results"]} == {"mha", "torch_mha", "local"}
+    assert {r["name"] for r in data["results"]} == {"mha", "torch_mha", "local", "engine_local"}
     assert all(r["error"] is None and r["seconds"] > 0 for r in data["results"])
     assert {r["name"]: r["note"] is not None for r in data["results"]} == {
         "mha": False,
         "torch_mha": False,
         "local": True,
+        "engine_local": False,  # the masked module: the block engine even when dense
     }
 
 
@@ -232,3 +233,20 @@ def test_bench_decode_and_vit(tmp_path, capsys):
     assert code == 2 and "--model" in err
     code, _, err = run(capsys, "bench", "decode", "--attention", "nystrom")
     assert code == 2 and "supports_causal" in err
+
+
+def test_bench_sparse_table_json_and_plot(tmp_path, capsys):
+    output, picture = tmp_path / "density.json", tmp_path / "density.png"
+    code, out, _ = run(
+        capsys,
+        *("bench", "sparse", "--length", "256", "--heads", "2", "--head-dim", "8"),
+        *("--block-size", "32", "--densities", "0.125,0.5,1", "--repeats", "1"),
+        *("--output", str(output), "--plot", str(picture)),
+    )
+    assert code == 0
+    assert "| density | blocks | engine ms |" in out
+    record = json.loads(output.read_text())
+    assert [row["blocks"] for row in record["rows"]] == [8, 32, 64]  # 8 x 8 blocks of 32
+    assert picture.stat().st_size > 0
+    code, _, err = run(capsys, "bench", "sparse", "--densities", "0,0.5")
+    assert code == 2 and "densities must be in (0, 1]" in err

@@ -163,6 +163,7 @@ def _build_parser() -> _Parser:
     b.add_argument("--repeats", type=_positive_int, default=3)
     b.add_argument("--backward", action="store_true", help="time forward + backward")
     b.add_argument("--output", help="also write results as JSON (atomically)")
+    b.add_argument("--plot", help="also draw time against density into this PNG")
 
     d = bench.add_parser("decode", help="greedy decoding tokens/s with and without the KV cache")
     d.add_argument("--tokens", type=_positive_int, default=256, help="tokens generated")
@@ -524,6 +525,7 @@ def _cmd_bench_sparse(args) -> int:
         DENSITIES,
         SparseBenchConfig,
         format_sparse_table,
+        plot_density,
         run_sparse,
     )
 
@@ -552,6 +554,8 @@ def _cmd_bench_sparse(args) -> int:
     print(format_sparse_table(record))
     if args.output:
         write_json_atomic(args.output, record)
+    if args.plot:
+        plot_density(record, args.plot)
     return 0
 
 

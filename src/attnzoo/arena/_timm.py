@@ -9,6 +9,7 @@ stubbed, and ``timm`` is registered as a bare package so that ``timm/__init__`` 
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -39,6 +40,9 @@ def _install_stubs() -> None:
     root = spec.submodule_search_locations[0]
     package = types.ModuleType("timm")
     package.__path__ = [root]
+    # a real spec, so that importlib.util.find_spec("timm") keeps working after the stub
+    package.__spec__ = importlib.machinery.ModuleSpec("timm", None, is_package=True)
+    package.__spec__.submodule_search_locations = [root]
     package._attnzoo_stub = True
     sys.modules["timm"] = package
     for sub in ("models", "data"):

@@ -123,7 +123,15 @@ def plan(config: ArenaConfig) -> list[RunSpec]:
             options = mechanism_options(mechanism, length, paper=preset.paper_options)
             for seed in seeds:
                 specs.append(
-                    RunSpec(task_name, mechanism, seed, options, replace(entry.model), train)
+                    RunSpec(
+                        task_name,
+                        mechanism,
+                        seed,
+                        options,
+                        replace(entry.model),
+                        train,
+                        task_options=dict(entry.options),
+                    )
                 )
     return specs
 

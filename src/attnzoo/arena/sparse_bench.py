@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["SparseBenchConfig", "format_sparse_table", "run_sparse"]
+__all__ = ["SparseBenchConfig", "format_sparse_table", "plot_density", "run_sparse"]
 
 DENSITIES = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 
@@ -118,3 +118,39 @@ def format_sparse_table(record: dict[str, Any]) -> str:
             f"{row['us_per_block']:.1f} |"
         )
     return "\n".join(lines)
+
+
+def plot_density(record: dict[str, Any], path: str) -> None:
+    """Log-log picture of :func:`run_sparse`'s record: engine time, proportional line, SDPA."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = record["rows"]
+    per_block = statistics.median(row["us_per_block"] for row in rows)
+    config = record["config"]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    densities = [row["density"] for row in rows]
+    ax.loglog(densities, [row["engine_ms"] for row in rows], "o-", label="block-sparse engine")
+    ax.loglog(
+        densities,
+        [per_block * row["blocks"] / 1e3 for row in rows],
+        "--",
+        color="gray",
+        label=f"{per_block:.0f} us x non-empty blocks",
+    )
+    sdpa = statistics.median(row["sdpa_ms"] for row in rows)
+    ax.axhline(sdpa, color="C3", label="dense SDPA (no mask)")
+    block = record["block_size"]
+    ax.set_xlabel(f"fraction of {block}x{block} block pairs computed")
+    ax.set_ylabel("forward + backward time (ms)" if config["backward"] else "forward time (ms)")
+    ax.set_title(
+        f"L = {config['length']}, {config['heads']} heads, head dim {config['head_dim']}, "
+        f"{config['threads']} CPU threads",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

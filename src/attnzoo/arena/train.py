@@ -78,6 +78,8 @@ class RunSpec:
     attention_kwargs: dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # the task's constructor options: part of a run's identity (other data, another run)
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def key(self) -> str:
         """A readable identifier, unique within one arena configuration."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from attnzoo._checks import check_positive_int
-from attnzoo.efficient._blocks import band_attention, band_plan, pattern_keep
-from attnzoo.efficient._pattern import PatternAttention, needs_grad
+from attnzoo.efficient._pattern import PatternAttention, engine_block
 from attnzoo.functional.attention import attention
 from attnzoo.functional.mask_basic import sliding_window
 from attnzoo.functional.mask_ops import MaskMod
@@ -48,14 +47,14 @@ class LocalAttention(PatternAttention):
     ``attnzoo.masks.sliding_window(window)`` and equals dense attention with that mask
     materialised (merged with the call's padding mask and causality).
 
-    Fast path: queries in blocks of ``band_block(window)``; each block attends its key window
-    ``[start - w, start + block + w)`` taken as an ``unfold`` view of the padded keys, one
-    ``baddbmm``/softmax/``bmm`` per chunk of blocks. Time ``O(L w d)``, memory ``O(L w)``; no
-    ``L x S`` tensor. When a call trains (autograd on and an input requires grad) the
-    block-sparse engine (:func:`~attnzoo.functional.block_sparse_attention`) runs instead: its
-    backward is about 1.4x faster than the banded one at 4K-16K tokens, while the banded
-    forward is faster alone (``docs/benchmarks.md``). When the window covers every key
-    (``window >= max(L, S) - 1``) it calls dense SDPA instead (same result, faster).
+    Fast path: the block-sparse engine (:func:`~attnzoo.functional.block_sparse_attention`) on
+    the pattern's block mask (blocks of ``engine_block(window)``, 128 for the default window;
+    built once per length): each query block attends the key blocks its window touches, the
+    two edge blocks masked; in inference the keys are ``unfold`` views (no copy). Time
+    ``O(L w d)``, memory ``O(L w)``; no ``L x S`` tensor. It replaced a banded path of its own,
+    being as fast forward and 1.1-1.2x faster forward + backward at 4K-16K tokens
+    (``docs/benchmarks.md``). When the window covers every key (``window >= max(L, S) - 1``)
+    it calls dense SDPA instead (same result, faster).
 
     Can: padding masks ``(B, S)``, causality (bottom-right for ``L != S``), cross-attention (the
     window compares raw positions ``i`` and ``j``, as a FlexAttention ``mask_mod`` does),
@@ -126,28 +125,11 @@ class LocalAttention(PatternAttention):
         key_padding: torch.Tensor | None,
         is_causal: bool,
     ) -> torch.Tensor:
-        q_len, kv_len, w = q.shape[2], k.shape[2], self.window
+        q_len, kv_len = q.shape[2], k.shape[2]
         if self.dense_reason(q_len, kv_len) is not None:  # plain dense attention
             mask = None if key_padding is None else key_padding[:, None, None, :]  # (B, 1, 1, S)
             return attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.dropout_p)
-        if needs_grad(q, k, v):  # training: the block-sparse engine's backward is faster
-            return self.engine(q, k, v, key_padding, is_causal)
-        after = min(max(kv_len - q_len, 0), w) if is_causal else w
-        key = (q_len, kv_len, is_causal, q.device, q.dtype)
-        plan = self.cached(
-            key,
-            lambda: band_plan(
-                pattern_keep(self.pattern(q_len, kv_len), q_len, kv_len, is_causal),
-                q_len,
-                kv_len,
-                block=band_block(w),
-                before=w,
-                after=after,
-                dtype=q.dtype,
-                device=q.device,
-            ),
-        )
-        return band_attention(q, k, v, plan, key_padding=key_padding, dropout_p=self.dropout_p)
+        return self.engine(q, k, v, key_padding, is_causal, engine_block(self.window))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window={self.window}"

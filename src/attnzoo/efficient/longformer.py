@@ -10,9 +10,9 @@ from attnzoo._checks import check_positive_int
 from attnzoo.efficient._blocks import band_attention, band_plan, pattern_keep, with_dense_rows
 from attnzoo.efficient._pattern import (
     PatternAttention,
+    engine_block,
     global_options,
     global_positions,
-    needs_grad,
 )
 from attnzoo.efficient.global_tokens import LONGFORMER_2020
 from attnzoo.efficient.local import band_block
@@ -43,10 +43,11 @@ class LongformerAttention(PatternAttention):
     Fast path: the sequence is split into its ``dilation`` residue classes (``i mod d``), in
     which the dilated window is a plain window; each block of queries attends its key window
     (an ``unfold`` view) plus the ``G`` global keys, and the ``G`` global query rows attend all
-    keys densely. Time ``O(L (w + G) d)``, memory ``O(L (w + G))``; no ``L x L`` tensor. A
-    training call without dilation runs the block-sparse engine
-    (:func:`~attnzoo.functional.block_sparse_attention`) instead, whose backward is faster
-    (``docs/benchmarks.md``); a dilated window touches every key block, so it stays banded.
+    keys densely. Time ``O(L (w + G) d)``, memory ``O(L (w + G))``; no ``L x L`` tensor.
+    Without dilation the block-sparse engine
+    (:func:`~attnzoo.functional.block_sparse_attention`) runs instead on the pattern's block
+    mask, as fast forward and faster backward (``docs/benchmarks.md``); a dilated window
+    touches every key block, so it stays banded.
 
     Can: padding masks ``(B, S)``, causality. Cannot: cross-attention (``NotImplementedError``).
     Per-query or float masks and weight recording take the dense reference path.
@@ -124,8 +125,8 @@ class LongformerAttention(PatternAttention):
         is_causal: bool,
     ) -> torch.Tensor:
         length, d = q.shape[2], self.dilation
-        if d == 1 and needs_grad(q, k, v):  # training: the engine's backward is faster
-            return self.engine(q, k, v, key_padding, is_causal)
+        if d == 1:  # the block-sparse engine: as fast forward, faster backward
+            return self.engine(q, k, v, key_padding, is_causal, engine_block(self.window))
         keep_fn = pattern_keep(self.pattern(length, length), length, length, is_causal)
         glob = global_positions(self.global_tokens, self.num_global, length, q.device)
 

@@ -87,11 +87,12 @@ def _check_padding(key_padding_mask: object, batch: int, kv_len: int) -> torch.T
 class _Chunk:
     """One chunk of query-block rows and how to mask its scores (cached on the block mask)."""
 
-    rows: torch.Tensor | slice  # the query-block rows (a slice when contiguous)
+    rows: slice  # the query-block rows
     indices: torch.Tensor  # (G_b, G_h, n, m) key blocks of each row
     drops: list  # [(slot or None, drop)]: cells to hide, per key-block slot or full width
     dead: torch.Tensor | None  # (G_b, G_h, n, 1, bq, 1) rows that see nothing, or None
     shared: bool  # every row has the same key blocks: one tall product, no key copy per row
+    band: int | None  # row i sees blocks band + i .. band + i + m - 1 (a window): unfold views
 
 
 def _keep_cells(bm: BlockMask, rows, m: int) -> torch.Tensor:
@@ -107,14 +108,13 @@ def _keep_cells(bm: BlockMask, rows, m: int) -> torch.Tensor:
     return keep.transpose(3, 4).reshape(g_b, g_h, n, 1, bq, m * bk)  # (.., n, 1, bq, m * bk)
 
 
-def _plan(bm: BlockMask, per_row: int) -> tuple[list[_Chunk], torch.Tensor | None]:
+def _plan(bm: BlockMask, per_row: int) -> list[_Chunk]:
     """The chunks of a call (see :func:`_chunk_rows`), built once per block mask and size."""
     if per_row in bm.plans:
         return bm.plans[per_row]
     bk = bm.block_size[1]
     chunks = []
-    row_chunks, inverse = _chunk_rows(bm, per_row)
-    for rows, m in row_chunks:
+    for rows, m in _chunk_rows(bm, per_row):
         indices = bm.kv_indices[:, :, rows, :m]  # (G_b, G_h, n, m)
         keep = _keep_cells(bm, rows, m)
         hidden = ~keep
@@ -127,40 +127,77 @@ def _plan(bm: BlockMask, per_row: int) -> tuple[list[_Chunk], torch.Tensor | Non
         dead = ~keep.any(dim=-1, keepdim=True)
         shared = bool((indices == indices[:, :, :1]).all())
         dead = dead if bool(dead.any()) else None
-        chunks.append(_Chunk(rows, indices, drops, dead, shared))
-    bm.plans[per_row] = chunks, inverse
-    return chunks, inverse
+        chunks.append(_Chunk(rows, indices, drops, dead, shared, _band_start(indices, rows)))
+    bm.plans[per_row] = chunks
+    return chunks
 
 
-def _chunk_rows(bm: BlockMask, per_row: int) -> tuple[list, torch.Tensor | None]:
-    """Query-block rows grouped so that each chunk is padded only to its own longest row.
+def _band_start(indices: torch.Tensor, rows) -> int | None:
+    """First key block when the chunk's rows see consecutive, sliding windows of blocks."""
+    if indices.shape[:2] != (1, 1):
+        return None
+    n, m = indices.shape[2:]
+    first = int(indices[0, 0, 0, 0])
+    window = first + torch.arange(n).unsqueeze(1) + torch.arange(m)  # (n, m)
+    return first if torch.equal(indices[0, 0], window.to(indices.device)) else None
 
-    Returns ``(rows, m)`` pairs — rows as a slice when they are contiguous, else an index tensor
-    (rows sorted by their number of key blocks), and the chunk's number of key-block slots —
-    and the permutation that puts the concatenated chunks back in row order (None: in order).
+
+def _weights(scores, drops, dead, dropout_p: float, bk: int) -> torch.Tensor:
+    """Masked softmax of a chunk's ``scores (..., n, g, bq, m * bk)`` (drops broadcast)."""
+    for slot, drop in drops:  # hidden cells of partial blocks, padding slots, padded keys
+        target = scores if slot is None else scores[..., slot * bk : (slot + 1) * bk]
+        target.masked_fill_(drop, -math.inf)
+    if dead is not None:  # rows that see nothing: finite scores, then exact zeros
+        scores = scores.masked_fill(dead, 0.0)
+    attn = torch.softmax(scores, dim=-1)
+    if dead is not None:
+        attn = attn.masked_fill(dead, 0.0)
+    return F.dropout(attn, p=dropout_p) if dropout_p > 0 else attn
+
+
+def _band_chunk(q_chunk, k_flat, v_flat, chunk: _Chunk, drops, dead, dropout_p, shape):
+    """A window chunk without copying keys: per (batch, head), ``unfold`` views of the keys.
+
+    Only for calls without autograd: an ``unfold`` backward scatters into overlapping windows,
+    slower than the gather's.
     """
-    counts = bm.kv_num_blocks.amax(dim=(0, 1))  # (nq,) longest row over batch and heads
-    nq = counts.shape[0]
-    uniform = nq == 0 or bool((counts == counts[0]).all())
-    order = None if uniform else torch.sort(counts, stable=True).indices
-    sorted_counts = (counts if order is None else counts[order]).tolist()
-    chunks, start = [], 0
+    batch, kv_heads, n, groups, bq, bk, m = shape
+    width = m * bk
+    outs = []
+    for b in range(batch):
+        for h in range(kv_heads):
+            keys = k_flat[b, h].unfold(0, width, bk)[chunk.band : chunk.band + n]  # (n, hd, w)
+            values = v_flat[b, h].unfold(0, width, bk)[chunk.band : chunk.band + n]  # (n, dv, w)
+            scores = torch.bmm(q_chunk[b, h], keys).view(1, 1, n, groups, bq, width)
+            attn = _weights(scores, drops, dead, dropout_p, bk).view(n, groups * bq, width)
+            outs.append(torch.bmm(attn, values.transpose(1, 2)))  # (n, g * bq, dv)
+    return torch.stack(outs).view(batch, kv_heads, n, groups * bq, -1)
+
+
+def _chunk_rows(bm: BlockMask, per_row: int) -> list[tuple[slice, int]]:
+    """Consecutive query-block rows grouped so that each chunk is padded only a little.
+
+    A chunk grows while its scores (padded to its longest row) fit the budget and its rows'
+    key-block counts stay within a quarter of each other, so padding wastes at most ~25%: a
+    causal mask gets chunks of rows of similar length, a window one chunk per budget. Returns
+    ``(rows, m)`` pairs: a slice of rows and the chunk's number of key-block slots.
+    """
+    counts = bm.kv_num_blocks.amax(dim=(0, 1)).tolist()  # longest row over batch and heads
+    chunks, start, nq = [], 0, len(counts)
     while start < nq:
+        low = high = max(1, counts[start])
         stop = start + 1
-        # grow while the chunk's scores (padded to its last, longest row) fit the budget and
-        # that padding stays within a quarter of the first row's blocks
-        limit = sorted_counts[start] + max(1, sorted_counts[start] // 4)
-        while (
-            stop < nq
-            and sorted_counts[stop] <= limit
-            and (stop + 1 - start) * per_row * max(1, sorted_counts[stop]) <= _CHUNK_SCORES
-        ):
-            stop += 1
-        m = max(1, sorted_counts[stop - 1])
-        rows = slice(start, stop) if order is None else order[start:stop]
-        chunks.append((rows, m))
+        while stop < nq:
+            count = max(1, counts[stop])
+            low2, high2 = min(low, count), max(high, count)
+            if high2 > low2 + max(1, low2 // 4) or (stop + 1 - start) * per_row * high2 > (
+                _CHUNK_SCORES
+            ):
+                break
+            low, high, stop = low2, high2, stop + 1
+        chunks.append((slice(start, stop), high))
         start = stop
-    return chunks, None if order is None else torch.argsort(order)
+    return chunks
 
 
 def _padded_drops(bm: BlockMask, chunk: _Chunk, padding: torch.Tensor) -> tuple[list, object]:
@@ -174,6 +211,11 @@ def _padded_drops(bm: BlockMask, chunk: _Chunk, padding: torch.Tensor) -> tuple[
     keep = _keep_cells(bm, chunk.rows, m) & window.reshape(batch, g_h, n, 1, 1, m * bk)
     dead = ~keep.any(dim=-1, keepdim=True)  # (B, G_h, n, 1, bq, 1)
     return [(None, ~keep)], (dead if bool(dead.any()) else None)
+
+
+def _pad(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """``x (..., N, d)`` with ``rows`` zero rows appended (no copy when there are none)."""
+    return F.pad(x, (0, 0, 0, rows)) if rows else x
 
 
 def _gather_blocks(blocks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -258,22 +300,28 @@ def block_sparse_attention(
     bq, bk = bm.block_size
     nq, nk = bm.num_blocks
     kv_heads, head_dim, value_dim = k.shape[1], q.shape[-1], v.shape[-1]
-    q_pad = F.pad(q.to(compute) * scale, (0, 0, 0, nq * bq - q_len))  # (B, nh, Lp, hd)
+    q_pad = _pad(q.to(compute) * scale, nq * bq - q_len)  # (B, nh, Lp, hd)
     # (B, nkv, g, nq, bq, hd) -> (B, nkv, nq, g * bq, hd): the heads of a group share blocks
     q_blocks = q_pad.view(batch, kv_heads, groups, nq, bq, head_dim).transpose(2, 3)
     q_blocks = q_blocks.reshape(batch, kv_heads, nq, groups * bq, head_dim)
-    pad_kv = (0, 0, 0, nk * bk - kv_len)
-    k_blocks = F.pad(k.to(compute), pad_kv).view(batch, kv_heads, nk, bk, head_dim)
-    v_blocks = F.pad(v.to(compute), pad_kv).view(batch, kv_heads, nk, bk, value_dim)
+    k_flat = _pad(k.to(compute), nk * bk - kv_len)  # (B, nkv, Sp, hd)
+    v_flat = _pad(v.to(compute), nk * bk - kv_len)  # (B, nkv, Sp, hd_v)
+    k_blocks = k_flat.view(batch, kv_heads, nk, bk, head_dim)
+    v_blocks = v_flat.view(batch, kv_heads, nk, bk, value_dim)
+    training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     per_row = batch * kv_heads * groups * bq * bk
     outputs = []
-    chunks, inverse = _plan(bm, per_row)
-    for chunk in chunks:
+    for chunk in _plan(bm, per_row):
         drops, dead = (
             (chunk.drops, chunk.dead) if padding is None else (_padded_drops(bm, chunk, padding))
         )
         n, m = chunk.indices.shape[2:]
         q_chunk = q_blocks[:, :, chunk.rows]  # (B, nkv, n, g * bq, hd)
+        if chunk.band is not None and not chunk.shared and not training:
+            shape = (batch, kv_heads, n, groups, bq, bk, m)
+            out = _band_chunk(q_chunk, k_flat, v_flat, chunk, drops, dead, dropout_p, shape)
+            outputs.append(out)  # (B, nkv, n, g * bq, hd_v)
+            continue
         indices = chunk.indices
         if chunk.shared:  # the rows stacked into one query block: (B, nkv, 1, n * g * bq, hd)
             q_chunk = q_chunk.reshape(batch, kv_heads, 1, n * groups * bq, head_dim)
@@ -282,24 +330,13 @@ def block_sparse_attention(
         values = _gather_blocks(v_blocks, indices)  # (B, nkv, n | 1, m * bk, hd_v)
         scores = torch.matmul(q_chunk, keys.transpose(-2, -1))  # (B, nkv, n | 1, rows, m * bk)
         scores = scores.view(batch, kv_heads, n, groups, bq, m * bk)
-        for slot, drop in drops:  # hidden cells of partial blocks, padding slots, padded keys
-            target = scores if slot is None else scores[..., slot * bk : (slot + 1) * bk]
-            target.masked_fill_(drop, -math.inf)
-        if dead is not None:  # rows that see nothing: finite scores, then exact zeros
-            scores = scores.masked_fill(dead, 0.0)
-        attn = torch.softmax(scores, dim=-1)
-        if dead is not None:
-            attn = attn.masked_fill(dead, 0.0)
-        if dropout_p > 0:
-            attn = F.dropout(attn, p=dropout_p)
+        attn = _weights(scores, drops, dead, dropout_p, bk)
         attn = attn.view(*q_chunk.shape[:-1], m * bk)  # (B, nkv, n | 1, rows, m * bk)
         out = torch.matmul(attn, values)  # (B, nkv, n | 1, rows, hd_v)
         outputs.append(out.view(batch, kv_heads, n, groups * bq, value_dim))
     if not outputs:  # L = 0
         return q.new_zeros(batch, heads, q_len, value_dim)
-    out = torch.cat(outputs, dim=2)  # (B, nkv, nq, g * bq, hd_v), rows in chunk order
-    if inverse is not None:
-        out = out[:, :, inverse]  # back to query-block order
+    out = torch.cat(outputs, dim=2)  # (B, nkv, nq, g * bq, hd_v)
     # (B, nkv, nq, g, bq, hd_v) -> (B, nkv, g, nq, bq, hd_v) -> (B, nh, Lp, hd_v)
     out = out.view(batch, kv_heads, nq, groups, bq, value_dim).transpose(2, 3)
     out = out.reshape(batch, heads, nq * bq, value_dim)[:, :, :q_len]
