@@ -183,3 +183,13 @@ def test_need_weights_returns_the_weights_or_says_why_not(name):
         assert weights[1, :, :, 5:].eq(0).all()
     single, single_weights = module(x[0], need_weights=True)  # unbatched
     assert single.shape == (L, DIM) and single_weights.shape == (HEADS, L, L)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_token_mixer_says_which_backend_computes_it(name):
+    backend = attnzoo.info(name).obj.backend
+    assert isinstance(backend, str) and len(backend) > 10, f"{name} declares no backend"
+    from attnzoo.catalogue import catalogue_markdown
+
+    row = next(line for line in catalogue_markdown().splitlines() if line.startswith(f"| `{name}`"))
+    assert row.endswith(f" {backend} |")

@@ -46,13 +46,16 @@ def catalogue_markdown() -> str:
         if not members:
             continue
         lines += [f"## {family} ({len(members)})", ""]
-        lines += ["| name | summary | paper | tags | complexity | capabilities |"]
-        lines += ["|---|---|---|---|---|---|"]
+        with_backend = family in ("sequence", "efficient")  # token mixers say how they compute
+        extra = " backend |" if with_backend else ""
+        lines += ["| name | summary | paper | tags | complexity | capabilities |" + extra]
+        lines += ["|---|---|---|---|---|---|" + ("---|" if with_backend else "")]
         for e in members:
             paper = f"[{e.paper.authors.split(',')[0]} {e.paper.year}]({e.paper.url})"
+            backend = f" {getattr(e.obj, 'backend', None) or ''} |" if with_backend else ""
             lines.append(
                 f"| `{e.name}` | {e.summary} | {paper} | {', '.join(e.tags)} | "
-                f"{e.complexity} | {_flags(e.obj)} |"
+                f"{e.complexity} | {_flags(e.obj)} |" + backend
             )
         lines.append("")
     return "\n".join(lines)

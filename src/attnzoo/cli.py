@@ -225,6 +225,8 @@ def _cmd_info(args) -> int:
     obj = entry.obj
     print(f"{entry.name} ({entry.family}): {entry.summary}")
     print(f"  class:      {obj.__module__}.{obj.__qualname__}")
+    if getattr(obj, "backend", None):
+        print(f"  backend:    {obj.backend}")
     print(f"  paper:      {entry.paper.title} — {entry.paper.authors}, {entry.paper.year}")
     print(f"  url:        {entry.paper.url}")
     print(f"  tags:       {', '.join(entry.tags)}")

@@ -44,6 +44,7 @@ class AttentionFreeBase(nn.Module):
     supports_mask = False
     supports_causal = False
     supports_cross = False
+    backend: str | None = None  # how the mixer computes (``attnzoo info`` prints it)
     fixed_length = False
     has_attention_weights = False
     token_mixing = "it mixes tokens without attention weights"

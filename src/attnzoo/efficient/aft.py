@@ -140,6 +140,8 @@ class AttentionFreeTransformer(AttentionBase):
         torch.Size([2, 1000, 32])
     """
 
+    backend = "per-channel exponential weights: two matrix products (running sums when causal)"
+
     supports_mask = True
     supports_causal = True
     supports_cross = False

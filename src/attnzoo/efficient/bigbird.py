@@ -86,6 +86,8 @@ class BigBirdAttention(PatternAttention):
         torch.Size([2, 100, 64])
     """
 
+    backend = "block_sparse engine with blocks of block_size (every block pair empty or full)"
+
     supports_causal = False
 
     def __init__(

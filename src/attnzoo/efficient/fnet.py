@@ -101,6 +101,8 @@ class FNetMixing(AttentionFreeBase):
         True
     """
 
+    backend = "torch.fft over sequence and hidden dims"
+
     supports_mask = True
     token_mixing = "FNet mixes tokens with a Fourier transform (no query-key weight matrix)"
 

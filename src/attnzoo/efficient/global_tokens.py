@@ -76,6 +76,8 @@ class GlobalAttention(PatternAttention):
         torch.Size([2, 50, 64])
     """
 
+    backend = "global rows dense + every other row over the global keys (two products)"
+
     supports_cross = True
 
     def __init__(

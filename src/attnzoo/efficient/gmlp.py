@@ -97,6 +97,8 @@ class GatedMLPMixing(AttentionFreeBase):
         (96, 48)
     """
 
+    backend = "spatial gating unit: one (L, L) token projection"
+
     supports_mask = True
     supports_causal = True
     fixed_length = True

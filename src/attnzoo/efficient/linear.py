@@ -82,6 +82,8 @@ class LinearAttention(KernelAttentionBase):
         True
     """
 
+    backend = "kernel feature maps: two matrix products (cumulative sums when causal)"
+
     def __init__(
         self,
         dim: int,

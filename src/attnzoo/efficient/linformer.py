@@ -99,6 +99,8 @@ class Linformer(AttentionBase):
         torch.Size([2, 100, 64])
     """
 
+    backend = "attention (sdpa) over the k projected keys and values"
+
     supports_mask = True
     supports_causal = False
     supports_cross = True

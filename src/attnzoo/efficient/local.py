@@ -84,6 +84,8 @@ class LocalAttention(PatternAttention):
         torch.Size([2, 100, 64])
     """
 
+    backend = "block_sparse engine on sliding_window(window), unfold views in inference"
+
     supports_cross = True
 
     def __init__(

@@ -81,6 +81,10 @@ class LongformerAttention(PatternAttention):
         torch.Size([2, 50, 64])
     """
 
+    backend = (
+        "block_sparse engine (banded blocks by residue class when dilated) + dense global rows"
+    )
+
     def __init__(
         self,
         dim: int,

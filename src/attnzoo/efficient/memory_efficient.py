@@ -167,6 +167,8 @@ class MemoryEfficientAttention(AttentionBase):
         torch.Size([2, 50, 64])
     """
 
+    backend = "chunked exact attention with running log-sum-exp (Rabe & Staats)"
+
     def __init__(
         self,
         dim: int,

@@ -90,6 +90,8 @@ class MixerTokenMixing(AttentionFreeBase):
         Linear(in_features=10, out_features=8, bias=True)
     """
 
+    backend = "token-mixing MLP over the sequence dim"
+
     supports_mask = True
     fixed_length = True
     token_mixing = "MLP-Mixer mixes tokens with an MLP over the token axis (no weight matrix)"

@@ -173,6 +173,8 @@ class Nystromformer(AttentionBase):
         torch.Size([2, 100, 64])
     """
 
+    backend = "three softmax kernels over the landmarks, pseudo-inverse by iteration"
+
     supports_mask = True
     supports_causal = False
     supports_cross = False

@@ -109,6 +109,8 @@ class Performer(KernelAttentionBase):
         torch.Size([2, 10, 64])
     """
 
+    backend = "random-feature kernel (FAVOR+): two matrix products (prefix sums when causal)"
+
     def __init__(
         self,
         dim: int,

@@ -60,6 +60,8 @@ class PoolFormerMixing(AttentionFreeBase):
         tensor([ 0.5000,  1.0000, -2.0000])
     """
 
+    backend = "average pooling over the sequence"
+
     supports_mask = True
     supports_causal = True
     token_mixing = "PoolFormer mixes tokens by average pooling (no weight matrix)"

@@ -125,6 +125,8 @@ class ReformerAttention(AttentionBase):
         torch.Size([2, 50, 64])
     """
 
+    backend = "LSH buckets sorted into chunks, chunked softmax over adjacent chunks"
+
     supports_mask = True
     supports_causal = True
     supports_cross = False

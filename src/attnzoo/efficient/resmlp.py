@@ -73,6 +73,8 @@ class ResMLPMixing(AttentionFreeBase):
         torch.Size([2, 7, 16])
     """
 
+    backend = "affine maps and one linear layer across tokens"
+
     supports_mask = True
     fixed_length = True
     token_mixing = "ResMLP mixes tokens with one learned seq_len x seq_len linear layer"

@@ -100,6 +100,8 @@ class RoutingAttention(AttentionBase):
         torch.Size([2, 40, 64])
     """
 
+    backend = "k-means clusters sorted into chunks, chunked softmax per cluster"
+
     supports_mask = True
     supports_causal = True
     supports_cross = True

@@ -154,6 +154,8 @@ class SinkhornAttention(AttentionBase):
         torch.Size([2, 60, 64])
     """
 
+    backend = "sorted buckets (Sinkhorn permutation), block-local softmax"
+
     supports_mask = True
     supports_causal = True
     supports_cross = False

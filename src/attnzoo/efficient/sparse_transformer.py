@@ -72,6 +72,8 @@ class SparseTransformerAttention(PatternAttention):
         torch.Size([2, 100, 64])
     """
 
+    backend = "banded blocks + gathered summary columns (its pattern touches every block)"
+
     def __init__(
         self,
         dim: int,

@@ -66,6 +66,8 @@ class StridedAttention(PatternAttention):
         torch.Size([2, 100, 64])
     """
 
+    backend = "banded window + strided columns merged by log-sum-exp"
+
     def __init__(
         self,
         dim: int,

@@ -185,6 +185,8 @@ class SynthesizerAttention(AttentionBase):
         True
     """
 
+    backend = "dense: softmax of the synthetic (L, L) logits times the values"
+
     supports_mask = True
     supports_causal = True
     supports_cross = False

@@ -87,6 +87,7 @@ class AttentionBase(nn.Module):
     supports_mask = True
     supports_causal = True
     supports_cross = True
+    backend: str | None = None  # how the fast path computes (``attnzoo info`` prints it)
     fixed_length = False
     has_attention_weights = True  # routed through ``probe`` (attnzoo.viz.record_attention)
     # ``need_weights=True`` returns the (B, nh, L, S) weights the probe sees; None if it can,

@@ -55,6 +55,8 @@ class AdditiveAttention(AttentionBase):
         (0.0, torch.Size([2, 1, 20]))
     """
 
+    backend = "reference: additive scores w_v^T tanh(W_q q + W_k k), masked softmax"
+
     def __init__(
         self,
         dim: int,

@@ -57,6 +57,8 @@ class L2Attention(ScoredAttention):
         torch.Size([2, 6, 32])
     """
 
+    backend = "reference: dense squared distances (l2_score), masked softmax"
+
     supports_cross = False
 
     def __init__(

@@ -64,6 +64,8 @@ class MaskedAttention(MultiHeadAttention):
         torch.Size([2, 16, 32])
     """
 
+    backend = "block_sparse engine on the pattern's BlockMask (dense reference for weights)"
+
     def __init__(
         self,
         dim: int,

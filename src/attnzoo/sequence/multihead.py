@@ -86,6 +86,8 @@ class MultiHeadAttention(AttentionBase):
         (torch.Size([2, 10, 64]), torch.Size([2, 4, 10, 7]))
     """
 
+    backend = "sdpa (F.scaled_dot_product_attention); reference for weights or sparse normalisers"
+
     def __init__(
         self,
         dim: int,

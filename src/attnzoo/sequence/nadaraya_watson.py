@@ -67,6 +67,8 @@ class NadarayaWatsonAttention(AttentionBase):
         torch.Size([1, 3, 1])
     """
 
+    backend = "reference: dense kernel weights from exact squared distances"
+
     def __init__(
         self,
         dim: int,

@@ -57,6 +57,8 @@ class SigmoidAttention(ScoredAttention):
         (torch.Size([2, 6, 32]), True)
     """
 
+    backend = "reference: dense scores, elementwise sigmoid"
+
     def __init__(
         self,
         dim: int,

@@ -71,6 +71,8 @@ class TopKAttention(ScoredAttention):
         3
     """
 
+    backend = "reference: dense scores, top-k selection, masked softmax"
+
     def __init__(
         self,
         dim: int,
