@@ -128,6 +128,7 @@ class BigBirdAttention(PatternAttention):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
         self.seed = seed
+        self._dense_reasons: dict[tuple, str | None] = {}
 
     def pattern(self, q_len: int, kv_len: int) -> MaskMod:
         """``attnzoo.masks.bigbird(block_size, q_len=q_len, ...)`` (one random draw per length)."""
@@ -147,11 +148,18 @@ class BigBirdAttention(PatternAttention):
         return keep_fn, starts, keep_fn(starts.unsqueeze(-1), starts)  # (nb, nb) block table
 
     def dense_reason(self, q_len: int, kv_len: int) -> str | None:
-        """Dense SDPA when every block sees every block (7 blocks or fewer by default)."""
-        if bool(self._block_table(q_len)[2].all()):
-            blocks = -(-q_len // self.block_size)
-            return f"{blocks} block(s) of block_size={self.block_size}, each sees every block"
-        return None
+        """Dense SDPA when every block sees every block (7 blocks or fewer by default).
+
+        Kept per length and options, so that a compiled forward never redraws the table.
+        """
+        key = (self.extra_repr(), q_len)
+        if key not in self._dense_reasons:
+            reason = None
+            if bool(self._block_table(q_len)[2].all()):
+                blocks = -(-q_len // self.block_size)
+                reason = f"{blocks} block(s) of block_size={self.block_size}, each sees every block"
+            self._dense_reasons[key] = reason
+        return self._dense_reasons[key]
 
     def fast(
         self,
