@@ -15,13 +15,14 @@ from typing import Any
 
 from attnzoo import efficient, functional, layers, masks, models, positional, sequence, vision
 from attnzoo.registry import Entry, Paper, get_entry, list_names
-from attnzoo.sequence.cache import KVCache
+from attnzoo.sequence.cache import KVCache, PackedKVCache
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Entry",
     "KVCache",
+    "PackedKVCache",
     "Paper",
     "__version__",
     "create",

@@ -77,3 +77,36 @@ def test_bad_offsets_and_combinations_raise():
         mha(torch.randn(2, 7, 8), cu_seqlens=torch.tensor([0, 7]))
     with pytest.raises(ValueError, match="self-attention without mask"):
         mha(torch.randn(1, 7, 8), cu_seqlens=torch.tensor([0, 7]), need_weights=True)
+
+
+def test_packed_kv_cache_decodes_each_sequence_as_if_alone():
+    torch.manual_seed(0)
+    attn = attnzoo.create("mha", 32, num_heads=4, num_kv_heads=2).double().eval()
+    lengths = [5, 1, 9, 3, 7, 2, 6, 4]  # prompts
+    new_tokens = 4
+    whole = [torch.randn(n + new_tokens, 32, dtype=torch.float64) for n in lengths]
+    cache = attnzoo.PackedKVCache()
+    prompts = torch.cat([seq[:n] for seq, n in zip(whole, lengths, strict=True)])[None]
+    cu = torch.tensor([0, *lengths]).cumsum(0)
+    outputs = [attn(prompts, cu_seqlens=cu, cache=cache, is_causal=True)[0]]
+    step = torch.arange(len(lengths) + 1)  # one token per sequence
+    for t in range(new_tokens):
+        tokens = torch.stack([seq[n + t] for seq, n in zip(whole, lengths, strict=True)])[None]
+        outputs.append(attn(tokens, cu_seqlens=step, cache=cache, is_causal=True)[0])
+    assert cache.lengths() == [n + new_tokens for n in lengths]
+    starts = cu.tolist()
+    for i, (seq, n) in enumerate(zip(whole, lengths, strict=True)):
+        alone = attn(seq[None], is_causal=True)[0]  # (L_i + new, C)
+        assert_close(outputs[0][starts[i] : starts[i + 1]], alone[:n])
+        for t in range(new_tokens):
+            assert_close(outputs[1 + t][i], alone[n + t])
+
+
+def test_packed_kv_cache_refuses_another_batch_and_the_plain_cache():
+    attn = attnzoo.create("mha", 16, num_heads=2)
+    cache = attnzoo.PackedKVCache()
+    attn(torch.randn(1, 5, 16), cu_seqlens=torch.tensor([0, 2, 5]), cache=cache)
+    with pytest.raises(ValueError, match="decodes 2 packed sequences"):
+        attn(torch.randn(1, 3, 16), cu_seqlens=torch.tensor([0, 1, 2, 3]), cache=cache)
+    with pytest.raises(TypeError, match=r"must be an attnzoo\.PackedKVCache"):
+        attn(torch.randn(1, 3, 16), cu_seqlens=torch.tensor([0, 3]), cache=attnzoo.KVCache())

@@ -7,7 +7,7 @@ normalisers of the soft/hard discussion: ``sigmoid_attention``, ``topk_attention
 
 from attnzoo.sequence import interop
 from attnzoo.sequence.additive import AdditiveAttention
-from attnzoo.sequence.cache import KVCache
+from attnzoo.sequence.cache import KVCache, PackedKVCache
 from attnzoo.sequence.l2 import L2Attention
 from attnzoo.sequence.masked import MaskedAttention
 from attnzoo.sequence.multihead import MultiHeadAttention
@@ -22,6 +22,7 @@ __all__ = [
     "MaskedAttention",
     "MultiHeadAttention",
     "NadarayaWatsonAttention",
+    "PackedKVCache",
     "SigmoidAttention",
     "TopKAttention",
     "interop",

@@ -1,4 +1,4 @@
-"""``KVCache``: keys and values of the tokens seen so far, for incremental decoding."""
+"""``KVCache`` (and ``PackedKVCache``, one per packed sequence): past keys and values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 
 from attnzoo._checks import check_positive_int, type_name
 
-__all__ = ["KVCache"]
+__all__ = ["KVCache", "PackedKVCache"]
 
 
 class KVCache:
@@ -127,3 +127,75 @@ class KVCache:
 
     def __repr__(self) -> str:
         return f"KVCache(len={self._len}, max_len={self.max_len})"
+
+
+class PackedKVCache:
+    """One :class:`KVCache` per packed sequence: incremental decoding of variable lengths.
+
+    For ``mha(x, cu_seqlens=..., cache=...)`` on sequences packed as ``(1, T, C)`` (the layout
+    of :func:`~attnzoo.functional.varlen_attention`). Each call appends every sequence's new
+    tokens to that sequence's own cache and returns all keys and values packed again, with
+    their offsets; with ``is_causal=True`` the queries attend bottom-right within their own
+    sequence. Prefill the prompts of different lengths in one call, then decode one token per
+    sequence (``cu_seqlens = arange(N + 1)``): every output equals running that sequence alone.
+    The number of sequences is fixed by the first call.
+
+    Args:
+        max_len: Passed to every sequence's :class:`KVCache` (``None``: grow).
+
+    Shape:
+        - update(k, v, cu_seqlens): ``(T_new, nkv, hd)`` each, ``(N + 1,)`` offsets ->
+          ``(T_all, nkv, hd)`` keys, values and their ``(N + 1,)`` offsets
+
+    Example:
+        >>> cache = PackedKVCache()
+        >>> k = torch.zeros(5, 2, 8)  # prompts of 2 and 3 tokens
+        >>> _, _, cu = cache.update(k, k, torch.tensor([0, 2, 5]))
+        >>> _, _, cu = cache.update(k[:2], k[:2], torch.tensor([0, 1, 2]))  # one token each
+        >>> cu.tolist(), cache.lengths()
+        ([0, 3, 7], [3, 4])
+    """
+
+    def __init__(self, max_len: int | None = None) -> None:
+        self.max_len = None if max_len is None else check_positive_int("max_len", max_len)
+        self.caches: list[KVCache] = []
+
+    def reset(self) -> None:
+        """Forget every sequence."""
+        self.caches = []
+
+    def __len__(self) -> int:
+        """Number of sequences (0 before the first call)."""
+        return len(self.caches)
+
+    def lengths(self) -> list[int]:
+        """Cached tokens of each sequence."""
+        return [len(cache) for cache in self.caches]
+
+    def update(
+        self, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Append each sequence's ``k, v`` rows and return everything packed, with offsets."""
+        from attnzoo.functional.varlen import check_cu_seqlens
+
+        for name, t in (("k", k), ("v", v)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 3:
+                raise ValueError(f"{name} must be packed (T, nkv, hd), got {type_name(t)}")
+        offsets = check_cu_seqlens(cu_seqlens, k.shape[0])
+        count = len(offsets) - 1
+        if not self.caches:
+            self.caches = [KVCache(self.max_len) for _ in range(count)]
+        elif count != len(self.caches):
+            raise ValueError(
+                f"this cache decodes {len(self.caches)} packed sequences, but cu_seqlens "
+                f"describes {count}; reset() it to start another batch"
+            )
+        keys, values = [], []
+        for cache, start, stop in zip(self.caches, offsets[:-1], offsets[1:], strict=True):
+            # (T_i, nkv, hd) -> (1, nkv, T_i, hd): one KVCache row per sequence
+            k_i, v_i = (t[start:stop].transpose(0, 1)[None] for t in (k, v))
+            k_all, v_all = cache.update(k_i, v_i)  # (1, nkv, S_i, hd)
+            keys.append(k_all[0].transpose(0, 1))  # (S_i, nkv, hd)
+            values.append(v_all[0].transpose(0, 1))
+        total = torch.tensor([0, *self.lengths()], device=k.device).cumsum(0)  # (N + 1,)
+        return torch.cat(keys), torch.cat(values), total

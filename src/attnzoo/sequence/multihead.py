@@ -12,7 +12,7 @@ from attnzoo.functional.varlen import varlen_attention
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.papers import VASWANI_2017
 from attnzoo.registry import SEQUENCE
-from attnzoo.sequence.cache import KVCache
+from attnzoo.sequence.cache import KVCache, PackedKVCache
 
 __all__ = ["MultiHeadAttention"]
 
@@ -47,7 +47,9 @@ class MultiHeadAttention(AttentionBase):
     Packed variable-length sequences (FlashAttention's convention): ``x`` of shape
     ``(1, sum(L_i), C)`` with ``cu_seqlens=[0, L_0, L_0 + L_1, ...]``; each sequence attends only
     to itself (causal within it with ``is_causal``), at a cost of ``sum(L_i^2)``
-    (:func:`attnzoo.functional.varlen.varlen_attention`), and equals running it alone.
+    (:func:`attnzoo.functional.varlen.varlen_attention`), and equals running it alone. With
+    ``cache=attnzoo.PackedKVCache()`` each sequence keeps its own keys and values: prefill the
+    packed prompts, then decode one token per sequence (``cu_seqlens = arange(N + 1)``).
 
     ``normalizer="sparsemax"`` or ``"entmax15"`` replaces the softmax by a sparse projection
     onto the simplex (Martins & Astudillo 2016, https://arxiv.org/abs/1602.02068; Peters,
@@ -124,7 +126,11 @@ class MultiHeadAttention(AttentionBase):
             self.v_proj = nn.Linear(self.vdim, self.v_proj.out_features, bias=qkv_bias)
 
     def _forward_packed(
-        self, x: torch.Tensor, cu_seqlens: torch.Tensor, is_causal: bool
+        self,
+        x: torch.Tensor,
+        cu_seqlens: torch.Tensor,
+        is_causal: bool,
+        cache: PackedKVCache | None = None,
     ) -> torch.Tensor:
         """Sequences packed as ``(1, T, C)`` (or ``(T, C)``), offsets ``cu_seqlens``."""
         x, _, unbatched = self.check_inputs(x, None, is_causal)
@@ -133,8 +139,13 @@ class MultiHeadAttention(AttentionBase):
                 f"packed sequences come as one row (1, T, C) with cu_seqlens, got {tuple(x.shape)}"
             )
         q, k, v = self.project(x, None)  # (1, nh, T, hd), (1, nkv, T, hd) x 2
-        packed = [t[0].transpose(0, 1) for t in (q, k, v)]  # (T, heads, hd) each
-        out = varlen_attention(*packed, cu_seqlens, is_causal=is_causal, dropout_p=self.dropout_p)
+        q, k, v = (t[0].transpose(0, 1) for t in (q, k, v))  # (T, heads, hd) each
+        cu_k = None
+        if cache is not None:  # every sequence's past keys too: (T_all, nkv, hd) x 2
+            k, v, cu_k = cache.update(k, v, cu_seqlens)
+        out = varlen_attention(
+            q, k, v, cu_seqlens, cu_k, is_causal=is_causal, dropout_p=self.dropout_p
+        )
         return self.finish(out.transpose(0, 1)[None], unbatched)  # (1, T, C)
 
     def _check_value(self, value: torch.Tensor | None, source: torch.Tensor) -> torch.Tensor | None:
@@ -168,17 +179,22 @@ class MultiHeadAttention(AttentionBase):
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
-        cache: KVCache | None = None,
+        cache: KVCache | PackedKVCache | None = None,
         value: torch.Tensor | None = None,
         cu_seqlens: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if cu_seqlens is not None:
-            if context is not None or mask is not None or cache is not None or need_weights:
+            if context is not None or mask is not None or need_weights:
                 raise ValueError(
-                    "cu_seqlens= (packed sequences) is for self-attention without mask, cache "
-                    "or need_weights: each packed sequence attends only to itself"
+                    "cu_seqlens= (packed sequences) is for self-attention without mask or "
+                    "need_weights: each packed sequence attends only to itself"
                 )
-            return self._forward_packed(x, cu_seqlens, is_causal)
+            if cache is not None and not isinstance(cache, PackedKVCache):
+                raise TypeError(
+                    "with cu_seqlens= the cache must be an attnzoo.PackedKVCache (one per "
+                    f"packed sequence), got {type(cache).__name__}"
+                )
+            return self._forward_packed(x, cu_seqlens, is_causal, cache)
         if isinstance(value, torch.Tensor) and isinstance(x, torch.Tensor) and x.dim() == 2:
             value = value.unsqueeze(0)  # (1, S, C_v) with an unbatched query
         x, context, unbatched = self.check_inputs(x, context, is_causal)
