@@ -11,85 +11,18 @@ from torch import nn
 from attnzoo._checks import check_positive_int, type_name
 from attnzoo.efficient._kernel import HALF
 from attnzoo.efficient._kernel_features import LOG2E
+from attnzoo.efficient._landmarks import (
+    iterative_pinv,
+    masked_weights,
+    segment_counts,
+    segment_ids,
+    segment_means,
+)
 from attnzoo.functional.attention import attention
-from attnzoo.functional.softmax import safe_softmax
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
 
 __all__ = ["Nystromformer", "iterative_pinv", "segment_means"]
-
-
-def iterative_pinv(a: torch.Tensor, iterations: int = 6) -> torch.Tensor:
-    """Moore-Penrose pseudo-inverse of each ``(..., m, m)`` matrix by Newton-Schulz iteration.
-
-    ``Z_0 = A^T / (||A||_1 ||A||_inf)`` computed per matrix (the official code's first version
-    took the maximum over the whole batch, so one sample's scale changed another's result,
-    mlpen/Nystromformer#3), then ``Z <- Z (13 I - A Z (15 I - A Z (7 I - A Z))) / 4``
-    (Xiong et al. 2021, eq. 13). A zero matrix gives zeros; zero rows/columns stay zero.
-    Without autograd the iterations reuse five buffers (fresh ``m x m`` products would each
-    cost their page faults again).
-    """
-    m = a.shape[-1]
-    flat = a.reshape(-1, m, m)  # (N, m, m)
-    col = flat.abs().sum(-2).amax(-1)  # (N,) ||A||_1
-    row = flat.abs().sum(-1).amax(-1)  # (N,) ||A||_inf
-    norm = (col * row)[:, None, None]
-    denom = torch.where(norm > 0, norm, torch.ones_like(norm))  # (N, 1, 1)
-    reuse = not (torch.is_grad_enabled() and a.requires_grad)  # out= takes no autograd
-    buf = [torch.empty_like(flat) for _ in range(5)] if reuse else [None] * 5
-    z = torch.div(flat.transpose(-2, -1), denom, out=buf[0])  # (N, m, m)
-    for step in range(iterations):  # four fused GEMMs (baddbmm folds every scalar, subtraction)
-        az = torch.bmm(flat, z, out=buf[1])
-        inner = torch.baddbmm(az, az, az, beta=7, alpha=-1, out=buf[2])  # A Z (7 I - A Z)
-        inner = torch.baddbmm(az, az, inner, beta=15, alpha=-1, out=buf[3])  # A Z (15 I - .)
-        # Z (13 I - inner) / 4, into the buffer that does not hold Z
-        z = torch.baddbmm(z, z, inner, beta=13 / 4, alpha=-1 / 4, out=buf[4 - 4 * (step % 2)])
-    return z.view(a.shape)  # (..., m, m)
-
-
-def segment_means(
-    x: torch.Tensor, segments: int, keep: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Means of ``segments`` contiguous segments of ``x (B, nh, L, hd)`` over real tokens.
-
-    Token ``i`` belongs to segment ``floor(i * segments / L)``: sizes differ by at most one, so
-    ``segments <= L`` never leaves one empty. With a ``(B, L)`` padding mask the means skip
-    padded tokens; returns ``(means (B, nh, segments, hd), live (B, segments) or None)`` where
-    ``live`` marks segments with at least one real token.
-    """
-    batch, heads, length, width = x.shape
-    if keep is not None:
-        x = x.masked_fill(~keep[:, None, :, None], 0.0)
-    if length % segments == 0:  # equal segments: a view and one reduction
-        size = length // segments
-        sums = x.unflatten(2, (segments, size)).sum(3)  # (B, nh, m, hd)
-        if keep is None:
-            return sums / size, None
-    else:
-        seg = _segment_ids(length, segments, x.device)  # (L,)
-        sums = x.new_zeros(batch, heads, segments, width).index_add_(2, seg, x)  # (B, nh, m, hd)
-    counts = _segment_counts(length, segments, keep, x.dtype, x.device)  # (B | 1, m)
-    means = sums / counts.clamp_min(1)[:, None, :, None]  # (B, nh, m, hd)
-    return means, None if keep is None else counts > 0
-
-
-def _segment_ids(length: int, segments: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(length, device=device) * segments // length  # (L,) segment of each token
-
-
-def _segment_counts(
-    length: int, segments: int, keep: torch.Tensor | None, dtype: torch.dtype, device
-) -> torch.Tensor:
-    """Real tokens per segment: ``(B, m)``, or ``(1, m)`` without a padding mask."""
-    seg = _segment_ids(length, segments, device)  # (L,)
-    if keep is None:
-        return torch.bincount(seg, minlength=segments).to(dtype)[None]  # (1, m)
-    weight = keep.to(dtype)  # (B, L)
-    return weight.new_zeros(keep.shape[0], segments).index_add_(1, seg, weight)  # (B, m)
-
-
-def _softmax(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    return torch.softmax(scores, dim=-1) if mask is None else safe_softmax(scores, mask)
 
 
 @EFFICIENT.register(
@@ -283,9 +216,9 @@ class Nystromformer(AttentionBase):
                 k = k.masked_fill(~keep[:, None, :, None], 0.0)
             k_land, _ = segment_means(k, m, keep)  # (B, nh, m, hd)
         if self.probe.recording:  # reference path: explicit kernels, dense-equivalent weights
-            inv = self._pinv(_softmax((q_land * scale) @ k_land.transpose(-2, -1), pair))
-            kernel_1 = _softmax((q * scale) @ k_land.transpose(-2, -1), cols)  # (B, nh, L, m)
-            kernel_3 = _softmax((q_land * scale) @ k.transpose(-2, -1), rows)  # (B, nh, m, L)
+            inv = self._pinv(masked_weights((q_land * scale) @ k_land.transpose(-2, -1), pair))
+            kernel_1 = masked_weights((q * scale) @ k_land.transpose(-2, -1), cols)  # (B, nh, L, m)
+            kernel_3 = masked_weights((q_land * scale) @ k.transpose(-2, -1), rows)  # (B, nh, m, L)
             self.probe(kernel_1 @ (inv @ kernel_3))  # (B, nh, L, L)
             if self.dropout_p > 0:
                 kernel_1 = F.dropout(kernel_1, p=self.dropout_p)
@@ -299,7 +232,7 @@ class Nystromformer(AttentionBase):
             summary = attention(q_land, k, v, mask=rows)  # (B, nh, m, hd)
         else:
             summary, k_land = self._key_pass(x, q_land, v, keep, live, compute)  # (B, nh, m, hd)
-        inv = self._pinv(_softmax((q_land * scale) @ k_land.transpose(-2, -1), pair))
+        inv = self._pinv(masked_weights((q_land * scale) @ k_land.transpose(-2, -1), pair))
         y = inv @ summary  # (B, nh, m, hd)
         out = x.new_empty(batch, length, self.dim)  # (B, L, C)
         block = length if graph else self.block_size
@@ -335,7 +268,7 @@ class Nystromformer(AttentionBase):
         batch, heads, length, width = v.shape
         m, block = q_land.shape[2], self.block_size
         q_t = (q_land * (width**-0.5 * LOG2E)).transpose(-2, -1)  # (B, nh, hd, m)
-        seg = _segment_ids(length, m, x.device)  # (L,)
+        seg = segment_ids(length, m, x.device)  # (L,)
         sums = v.new_zeros(batch, m, heads, width)  # (B, m, nh, hd) key sums per segment
         acc = v.new_zeros(batch, heads, m, width)  # (B, nh, m, hd) sum_j p_j v_j
         total = v.new_zeros(batch, heads, 1, m)  # (B, nh, 1, m) sum_j p_j
@@ -365,7 +298,7 @@ class Nystromformer(AttentionBase):
         summary = acc / total.clamp_min(torch.finfo(total.dtype).tiny).transpose(-2, -1)
         if live is not None:  # landmarks with no real token: zeros, as SDPA's masked rows
             summary = summary.masked_fill(~live[:, None, :, None], 0.0)
-        counts = _segment_counts(length, m, keep, v.dtype, x.device)  # (B | 1, m)
+        counts = segment_counts(length, m, keep, v.dtype, x.device)  # (B | 1, m)
         k_land = sums / counts.clamp_min(1)[:, :, None, None]  # (B, m, nh, hd)
         return summary, k_land.transpose(1, 2)  # (B, nh, m, hd) x 2
 
