@@ -8,7 +8,7 @@ PEERS  := local-attention linformer performer-pytorch reformer-pytorch nystrom-a
           linear-attention-transformer sinkhorn-transformer einops axial-positional-embedding \
           product-key-memory CoLT5-attention hyper-connections
 
-.PHONY: demo test test-all lint format catalogue bench clean
+.PHONY: demo test test-all lint format catalogue bench clean docs docs-serve
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,22 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests examples
 
 catalogue: $(STAMP)
-	$(BIN)/attnzoo catalogue --output docs/catalogue.md --readme README.md
+	$(BIN)/attnzoo catalogue --output docs/catalogue.md --readme README.md \
+	    --pages docs/reference --bench docs/bench/speed.json
+
+DOCS_STAMP := $(VENV)/.attnzoo-docs-installed
+$(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[docs]'
+	@touch $(DOCS_STAMP)
+
+# the site (mkdocs + Material, en/zh): --strict, so a broken link or reference fails
+docs: $(DOCS_STAMP)
+	$(BIN)/attnzoo catalogue --output docs/catalogue.md --readme README.md \
+	    --pages docs/reference --bench docs/bench/speed.json --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site .pytest_cache .ruff_cache

@@ -92,7 +92,11 @@ def _build_parser() -> _Parser:
     p = sub.add_parser("catalogue", help="markdown catalogue of the registry")
     p.add_argument("--output", help="write the catalogue to this file")
     p.add_argument("--readme", help="refresh the table between the README's catalogue markers")
-    p.add_argument("--check", action="store_true", help="exit 1 if --output/--readme are stale")
+    p.add_argument("--pages", help="also write the site's page of every name into this folder")
+    p.add_argument("--bench", help="speed JSON the pages show (attnzoo bench speed --output)")
+    p.add_argument(
+        "--check", action="store_true", help="exit 1 if --output/--readme/--pages are stale"
+    )
 
     p = sub.add_parser("bench", help="benchmarks")
     bench = p.add_subparsers(dest="bench", required=True, parser_class=_Parser)
@@ -403,7 +407,13 @@ def _cmd_catalogue(args) -> int:
             stale.append(args.readme)
         elif not args.check:
             write_if_changed(args.readme, updated)
-    if not args.output and not args.readme:
+    if args.pages:
+        from attnzoo.sitepages import write_pages
+
+        changed = write_pages(args.pages, args.bench, check=args.check)
+        if args.check and changed:
+            stale.append(f"{len(changed)} page(s) under {args.pages} (e.g. {changed[0]})")
+    if not args.output and not args.readme and not args.pages:
         print(text, end="")
     if stale:
         print(f"stale: {', '.join(stale)}; run `make catalogue`", file=sys.stderr)

@@ -141,7 +141,7 @@ class BlockMask:
         ids = self.partial_index.clamp(min=0)
         with_padding = torch.cat([self.partial_masks, block[None]])  # (P + 1, bq, bk)
         ids = torch.where(self.partial_index >= 0, ids, self.partial_masks.shape[0])
-        rows = torch.arange(nq, device=self.device).view(1, 1, nq, 1).expand_as(ids)
+        rows = torch.arange(nq, device=self.device).view(1, 1, nq, 1).expand_as(ids)  # (..., max_k)
         gb = torch.arange(g_b, device=self.device).view(g_b, 1, 1, 1).expand_as(ids)
         gh = torch.arange(g_h, device=self.device).view(1, g_h, 1, 1).expand_as(ids)
         cells[gb[valid], gh[valid], rows[valid], self.kv_indices[valid]] = with_padding[ids[valid]]
@@ -280,7 +280,7 @@ def create_block_mask(
         stop = min(nq, start + rows_per_chunk)
         # query rows past L repeat the last real row: they never change a block's class
         q = torch.arange(start * bq, stop * bq, device=device).clamp(max=max(q_len - 1, 0))
-        cells = torch.as_tensor(mask_mod(b, h, q.view(1, 1, -1, 1), kv))
+        cells = torch.as_tensor(mask_mod(b, h, q.view(1, 1, -1, 1), kv))  # (G_b, G_h, rows, Sp)
         if cells.dtype != torch.bool:
             raise TypeError(f"mask_mod must return a bool tensor, got dtype {cells.dtype}")
         cells = (cells & kv_in).expand(g_b, g_h, (stop - start) * bq, nk * bk)

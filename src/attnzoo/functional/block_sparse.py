@@ -118,8 +118,9 @@ def _plan(bm: BlockMask, per_row: int) -> list[_Chunk]:
         indices = bm.kv_indices[:, :, rows, :m]  # (G_b, G_h, n, m)
         keep = _keep_cells(bm, rows, m)
         hidden = ~keep
-        slots = hidden.unflatten(-1, (m, bk)).any(-1).flatten(0, -2).any(0).nonzero()
-        slots = slots.flatten().tolist()  # key-block slots with a hidden cell
+        # (G_b, G_h, n, 1, bq, m * bk) -> (.., m, bk) -> (m,): slots with a hidden cell
+        slots = hidden.unflatten(-1, (m, bk)).any(-1).flatten(0, -2).any(0).nonzero()  # (s, 1)
+        slots = slots.flatten().tolist()  # (s,) key-block slots with a hidden cell
         if len(slots) * 2 <= m:  # few masked slots (a band's two edges): mask only those
             drops = [(j, hidden[..., j * bk : (j + 1) * bk].clone()) for j in slots]
         else:
@@ -171,7 +172,7 @@ def _band_chunk(q_chunk, k_flat, v_flat, chunk: _Chunk, drops, dead, dropout_p, 
             scores = torch.bmm(q_chunk[b, h], keys).view(1, 1, n, groups, bq, width)
             attn = _weights(scores, drops, dead, dropout_p, bk).view(n, groups * bq, width)
             outs.append(torch.bmm(attn, values.transpose(1, 2)))  # (n, g * bq, dv)
-    return torch.stack(outs).view(batch, kv_heads, n, groups * bq, -1)
+    return torch.stack(outs).view(batch, kv_heads, n, groups * bq, -1)  # (B, nkv, n, gbq, dv)
 
 
 def _chunk_rows(bm: BlockMask, per_row: int) -> list[tuple[slice, int]]:
@@ -228,7 +229,7 @@ def _gather_blocks(blocks: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         b = torch.arange(batch, device=blocks.device).view(batch, 1, 1, 1)
         h = torch.arange(heads, device=blocks.device).view(1, heads, 1, 1)
         picked = blocks[b, h, indices.expand(batch, heads, n, m)]  # (B, H, n, m, bk, d)
-    return picked.reshape(batch, heads, n, m * bk, width)
+    return picked.reshape(batch, heads, n, m * bk, width)  # (B, H, n, m * bk, d)
 
 
 def block_sparse_attention(
@@ -306,8 +307,8 @@ def block_sparse_attention(
     q_blocks = q_blocks.reshape(batch, kv_heads, nq, groups * bq, head_dim)
     k_flat = _pad(k.to(compute), nk * bk - kv_len)  # (B, nkv, Sp, hd)
     v_flat = _pad(v.to(compute), nk * bk - kv_len)  # (B, nkv, Sp, hd_v)
-    k_blocks = k_flat.view(batch, kv_heads, nk, bk, head_dim)
-    v_blocks = v_flat.view(batch, kv_heads, nk, bk, value_dim)
+    k_blocks = k_flat.view(batch, kv_heads, nk, bk, head_dim)  # (B, nkv, nk, bk, hd)
+    v_blocks = v_flat.view(batch, kv_heads, nk, bk, value_dim)  # (B, nkv, nk, bk, hd_v)
     training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     per_row = batch * kv_heads * groups * bq * bk
     outputs = []
@@ -338,8 +339,8 @@ def block_sparse_attention(
         return q.new_zeros(batch, heads, q_len, value_dim)
     out = torch.cat(outputs, dim=2)  # (B, nkv, nq, g * bq, hd_v)
     # (B, nkv, nq, g, bq, hd_v) -> (B, nkv, g, nq, bq, hd_v) -> (B, nh, Lp, hd_v)
-    out = out.view(batch, kv_heads, nq, groups, bq, value_dim).transpose(2, 3)
-    out = out.reshape(batch, heads, nq * bq, value_dim)[:, :, :q_len]
+    out = out.view(batch, kv_heads, nq, groups, bq, value_dim).transpose(2, 3)  # (.., g, nq, ..)
+    out = out.reshape(batch, heads, nq * bq, value_dim)[:, :, :q_len]  # (B, nh, L, hd_v)
     return out.to(q.dtype)
 
 

@@ -103,8 +103,10 @@ class MaskedAttention(MultiHeadAttention):
     ) -> BlockMask:
         """The engine's block mask of the pattern (and causality) for these sizes (cached)."""
         probe = self.mask_mod(
-            torch.arange(batch, device=device).view(batch, 1, 1, 1),
-            torch.arange(self.num_heads, device=device).view(1, self.num_heads, 1, 1),
+            torch.arange(batch, device=device).view(batch, 1, 1, 1),  # (B, 1, 1, 1)
+            torch.arange(self.num_heads, device=device).view(
+                1, self.num_heads, 1, 1
+            ),  # (1, nh, 1, 1)
             torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device),
             torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device),
         )  # the dims the pattern returns say whether it looks at b and h
