@@ -8,7 +8,7 @@ PEERS  := local-attention linformer performer-pytorch reformer-pytorch nystrom-a
           linear-attention-transformer sinkhorn-transformer einops axial-positional-embedding \
           product-key-memory CoLT5-attention hyper-connections
 
-.PHONY: demo test test-all lint format catalogue bench clean docs docs-serve
+.PHONY: demo test test-all lint format catalogue bench clean docs docs-serve docs-check
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(BIN)/attnzoo arena --preset quick --out arena-results
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples conftest.py
-	$(BIN)/ruff format --check src tests examples conftest.py
+	$(BIN)/ruff check src tests examples tools conftest.py
+	$(BIN)/ruff format --check src tests examples tools conftest.py
 
 test: lint
 	$(BIN)/python -m pytest -q
@@ -35,8 +35,8 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not gpu'
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests examples
-	$(BIN)/ruff check --fix src tests examples
+	$(BIN)/ruff format src tests examples tools
+	$(BIN)/ruff check --fix src tests examples tools
 
 catalogue: $(STAMP)
 	$(BIN)/attnzoo catalogue --output docs/catalogue.md --readme README.md \
@@ -53,8 +53,18 @@ docs: $(DOCS_STAMP)
 	    --pages docs/reference --bench docs/bench/speed.json --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# the built site in headless Chromium (Debian's chromium and CJK fonts, installed here when
+# missing): every page loads without console error, links and images resolve, no raw math,
+# the language switch and the search work in both languages
+docs-check: docs
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	@# CJK glyphs for the Chinese pages' screenshots
+	@test -d /usr/share/fonts/opentype/noto || apt-get install -y -q fonts-noto-cjk
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt playwright
+	$(BIN)/python tools/check_site.py --site site --shots site-check
+
 docs-serve: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) build dist site .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site site-check .pytest_cache .ruff_cache
