@@ -43,3 +43,13 @@ def test_a_page_carries_the_facts_of_its_entry():
 def test_every_page_of_the_nav_exists():
     nav = re.findall(r":\s*([\w/.-]+\.md)\s*$", (ROOT / "mkdocs.yml").read_text(), re.M)
     assert nav and all((DOCS / page).is_file() for page in nav), nav
+
+
+def test_the_code_of_the_foundations_guide_runs_in_both_languages():
+    for name in ("foundations.md", "foundations.zh.md"):
+        text = (DOCS / name).read_text(encoding="utf-8")
+        blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+        assert len(blocks) == 5
+        namespace: dict = {}
+        for block in blocks:
+            exec(compile(block, name, "exec"), namespace)
