@@ -93,7 +93,8 @@ def _measured(entry: Entry, bench: dict[str, Any] | None, label) -> list[str]:
         "",
         f"`attnzoo bench speed`: B={cfg['batch']}, dim {cfg['dim']}, {cfg['heads']} heads, "
         f"{cfg['dtype']}, {cfg['device']}, {cfg['threads']} threads, forward "
-        "(`docs/bench/speed.json`).",
+        "(`docs/bench/speed.json`)."
+        + (f" {cfg['note'][:1].upper()}{cfg['note'][1:]}." if cfg.get("note") else ""),
         "",
         f"| L | {label('time (ms)')} | {label('time / mha')} | {label('peak MB')} | "
         f"{label('memory / mha')} |",
