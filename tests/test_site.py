@@ -35,7 +35,8 @@ def test_a_page_carries_the_facts_of_its_entry():
     for page in (english, chinese):
         assert entry.paper.url in page and entry.obj.backend in page
         assert "::: attnzoo.efficient.local.LocalAttention" in page
-        assert attnzoo.masks.to_string(entry.obj(16, num_heads=2, window=3).pattern(32, 32), 32)
+        drawing = attnzoo.masks.to_string(entry.obj(16, num_heads=2, window=3).pattern(32, 32), 32)
+        assert drawing in page
     assert _zh.SUMMARY["local"] in chinese and "## 计算内容" in chinese
     assert "## What it computes" in english
 

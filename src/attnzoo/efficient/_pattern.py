@@ -16,10 +16,9 @@ import torch
 
 from attnzoo._checks import check_positive_int, type_name
 from attnzoo.functional.attention import attention_reference
-from attnzoo.functional.block_mask import BlockMask, create_block_mask
+from attnzoo.functional.block_mask import BlockMask, pattern_block_mask
 from attnzoo.functional.block_sparse import block_sparse_attention
-from attnzoo.functional.mask_basic import causal
-from attnzoo.functional.mask_ops import MaskMod, and_masks, materialize
+from attnzoo.functional.mask_ops import MaskMod, materialize
 from attnzoo.functional.softmax import merge_masks
 from attnzoo.layers.attention_base import AttentionBase
 
@@ -146,11 +145,13 @@ class PatternAttention(AttentionBase):
         q_len, kv_len = q.shape[2], k.shape[2]
         key = (self.extra_repr(), q_len, kv_len, is_causal, str(q.device), block_size)
         if self._block_mask is None or self._block_mask[0] != key:
-            mod = self.pattern(q_len, kv_len)
-            if is_causal:
-                mod = and_masks(mod, causal(q_len=q_len, kv_len=kv_len))
-            block_mask = create_block_mask(
-                mod, None, None, q_len, kv_len, block_size=block_size, device=q.device
+            block_mask = pattern_block_mask(
+                self.pattern(q_len, kv_len),
+                q_len,
+                kv_len,
+                is_causal=is_causal,
+                block_size=block_size,
+                device=q.device,
             )
             self._block_mask = (key, block_mask)
         return block_sparse_attention(

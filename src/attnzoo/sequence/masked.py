@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from attnzoo.functional.block_mask import BlockMask, check_block_size, create_block_mask
+from attnzoo.functional.block_mask import BlockMask, check_block_size, pattern_block_mask
 from attnzoo.functional.block_sparse import block_sparse_attention
-from attnzoo.functional.masks import MaskMod, and_masks, causal, materialize
+from attnzoo.functional.masks import MaskMod, materialize
 from attnzoo.functional.softmax import merge_masks
 from attnzoo.papers import VASWANI_2017
 from attnzoo.registry import SEQUENCE
@@ -102,29 +102,25 @@ class MaskedAttention(MultiHeadAttention):
         self, batch: int, q_len: int, kv_len: int, is_causal: bool, device: torch.device
     ) -> BlockMask:
         """The engine's block mask of the pattern (and causality) for these sizes (cached)."""
-        probe = self.mask_mod(
-            torch.arange(batch, device=device).view(batch, 1, 1, 1),  # (B, 1, 1, 1)
-            torch.arange(self.num_heads, device=device).view(
-                1, self.num_heads, 1, 1
-            ),  # (1, nh, 1, 1)
-            torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device),
-            torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device),
-        )  # the dims the pattern returns say whether it looks at b and h
-        per_batch = probe.dim() == 4 and probe.shape[0] > 1
-        per_head = probe.dim() == 4 and probe.shape[1] > 1
-        key = (q_len, kv_len, is_causal, str(device), batch if per_batch else None)
+        key = (q_len, kv_len, is_causal, str(device), batch)
         if key not in self._block_masks:
-            mod = self.mask_mod
-            if is_causal:  # bottom-right, as mha's is_causal
-                mod = and_masks(mod, causal(q_len=q_len, kv_len=kv_len))
+            probe = self.mask_mod(
+                torch.arange(batch, device=device).view(batch, 1, 1, 1),  # (B, 1, 1, 1)
+                torch.arange(self.num_heads, device=device).view(-1, 1, 1)[None],  # (1, nh, 1, 1)
+                torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device),
+                torch.zeros(1, 1, 1, 1, dtype=torch.long, device=device),
+            )  # the dims the pattern returns say whether it looks at b and h
+            per_batch = probe.dim() == 4 and probe.shape[0] > 1
+            per_head = probe.dim() == 4 and probe.shape[1] > 1
             if len(self._block_masks) >= 8:  # a handful of shapes: drop the oldest
                 self._block_masks.pop(next(iter(self._block_masks)))
-            self._block_masks[key] = create_block_mask(
-                mod,
-                batch if per_batch else None,
-                self.num_heads if per_head else None,
+            self._block_masks[key] = pattern_block_mask(
+                self.mask_mod,
                 q_len,
                 kv_len,
+                is_causal=is_causal,
+                batch=batch if per_batch else None,
+                heads=self.num_heads if per_head else None,
                 block_size=self.block_size,
                 device=device,
             )
