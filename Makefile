@@ -47,8 +47,14 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[docs]'
 	@touch $(DOCS_STAMP)
 
+# KaTeX for the site's math, from the npm registry at build time (the site works offline)
+KATEX_VERSION := 0.16.22
+KATEX := docs/assets/katex
+$(KATEX)/VERSION: Makefile tools/fetch_katex.sh
+	tools/fetch_katex.sh $(KATEX_VERSION) $(KATEX)
+
 # the site (mkdocs + Material, en/zh): --strict, so a broken link or reference fails
-docs: $(DOCS_STAMP)
+docs: $(DOCS_STAMP) $(KATEX)/VERSION
 	$(BIN)/attnzoo catalogue --output docs/catalogue.md --readme README.md \
 	    --pages docs/reference --bench docs/bench/speed.json --check
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
@@ -63,8 +69,8 @@ docs-check: docs
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt playwright
 	$(BIN)/python tools/check_site.py --site site --shots site-check
 
-docs-serve: $(DOCS_STAMP)
+docs-serve: $(DOCS_STAMP) $(KATEX)/VERSION
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) build dist site site-check .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist site site-check .pytest_cache .ruff_cache $(KATEX)

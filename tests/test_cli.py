@@ -109,6 +109,11 @@ def test_catalogue_check_detects_staleness(tmp_path, capsys):
     assert code == 0
     code, _, _ = run(capsys, "catalogue", "--output", str(stale), "--check")
     assert code == 0
+    chinese = tmp_path / "catalogue.zh.md"
+    assert "# 目录" in chinese.read_text(encoding="utf-8")
+    chinese.write_text("old")  # a stale Chinese page is stale too
+    code, _, err = run(capsys, "catalogue", "--output", str(stale), "--check")
+    assert code == 1 and "catalogue.zh.md" in err
 
 
 def test_bench_speed_end_to_end(tmp_path):

@@ -120,6 +120,8 @@ def test_every_entry_has_paper_and_documented_docstring(entry):
 def test_catalogue_is_not_stale():
     current = (ROOT / "docs" / "catalogue.md").read_text(encoding="utf-8")
     assert current == catalogue_markdown() + "\n", "docs/catalogue.md is stale: run make catalogue"
+    chinese = (ROOT / "docs" / "catalogue.zh.md").read_text(encoding="utf-8")
+    assert chinese == catalogue_markdown("zh") + "\n", "catalogue.zh.md is stale: make catalogue"
 
 
 def test_readme_table_is_not_stale_and_opens_with_two_commands():

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
+
+import pytest
 
 import attnzoo
 from attnzoo import _zh
 from attnzoo.registry import all_entries
-from attnzoo.sitepages import render_page, write_pages
+from attnzoo.sitepages import formula, render_page, write_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -46,11 +49,72 @@ def test_every_page_of_the_nav_exists():
     assert nav and all((DOCS / page).is_file() for page in nav), nav
 
 
-def test_the_code_of_the_foundations_guide_runs_in_both_languages():
-    for name in ("foundations.md", "foundations.zh.md"):
-        text = (DOCS / name).read_text(encoding="utf-8")
-        blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-        assert len(blocks) == 5
-        namespace: dict = {}
+def _guides() -> list[Path]:
+    """Every hand-written English page of the site (the generated reference pages excluded)."""
+    skip = {DOCS / "catalogue.md", DOCS / "arena-standard" / "report.md"}
+    pages = [p for p in DOCS.rglob("*.md") if not p.name.endswith(".zh.md") and p not in skip]
+    return sorted(p for p in pages if "reference" not in p.relative_to(DOCS).parts)
+
+
+# guides whose Chinese page is still to be written (issue 11): the site falls back to English
+# for them. The list may only shrink: a new page needs its translation, and a page translated
+# must leave the list.
+NOT_YET_IN_CHINESE = {
+    "benchmarks.md",
+    "design.md",
+    "vision.md",
+    "efficient/attention_free.md",
+    "efficient/clustering.md",
+    "efficient/kernel.md",
+    "efficient/low_rank.md",
+    "efficient/patterns.md",
+}
+
+
+def test_every_page_is_in_both_languages():
+    english = {p.relative_to(DOCS) for p in DOCS.rglob("*.md") if not p.name.endswith(".zh.md")}
+    chinese = {p.relative_to(DOCS) for p in DOCS.rglob("*.zh.md")}
+    english.discard(Path("arena-standard/report.md"))  # the arena's own output, not a page
+    missing = {str(p) for p in english if p.with_suffix(".zh.md") not in chinese}
+    orphans = sorted(str(p) for p in chinese if p.with_suffix("").with_suffix(".md") not in english)
+    assert missing - NOT_YET_IN_CHINESE == set(), "pages without their Chinese page"
+    assert NOT_YET_IN_CHINESE - missing == set(), "translated: remove from NOT_YET_IN_CHINESE"
+    assert orphans == [], f"Chinese pages without an English page: {orphans}"
+
+
+@pytest.mark.parametrize("guide", _guides(), ids=lambda p: str(p.relative_to(DOCS)))
+def test_the_code_of_every_guide_runs_in_both_languages(guide):
+    counts = []
+    for page in (guide, guide.with_suffix(".zh.md")):
+        if not page.is_file():
+            continue  # reported by test_every_page_is_in_both_languages
+        text = page.read_text(encoding="utf-8")
+        blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+        counts.append(len(blocks))
+        namespace: dict = {"__name__": "__guide__"}
         for block in blocks:
-            exec(compile(block, name, "exec"), namespace)
+            exec(compile(block, str(page), "exec"), namespace)
+    assert len(set(counts)) <= 1, f"{guide.name}: python blocks per language {counts}"
+
+
+def test_the_foundations_guide_keeps_its_examples():
+    text = (DOCS / "foundations.md").read_text(encoding="utf-8")
+    assert len(re.findall(r"^```python\n", text, re.M)) == 5
+
+
+@pytest.mark.parametrize("family", ["sequence", "efficient", "positional", "vision", "models"])
+def test_every_mechanism_states_its_formula(family):
+    missing = [e.name for e in all_entries() if e.family == family and not formula(e.obj)]
+    assert missing == [], f"add a `Formula:` section to the docstring of {missing}"
+    for entry in all_entries():
+        math = formula(entry.obj)
+        if math:
+            assert math.startswith("$$") and math.count("$$") % 2 == 0, entry.name
+            assert "\n$$\n\n" in math + "\n\n" or math.endswith("$$"), entry.name
+
+
+def test_the_arena_guide_shows_the_committed_report():
+    spec = importlib.util.spec_from_file_location("arena_page", ROOT / "tools" / "arena_page.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "run `python tools/arena_page.py`"

@@ -4,7 +4,8 @@ Serves ``site/`` on a local port and, with Playwright driving Debian's ``/usr/bi
 
 - loads every page: no console error, no failed same-origin request, every image decoded;
 - every internal link points to a file of the site;
-- no raw ``$...$`` or ``\\(...\\)`` left in the text outside code;
+- no raw ``$...$`` or ``\\(...\\)`` left in the text outside code, every formula rendered by
+  KaTeX and none with a KaTeX error;
 - the language switch of a mechanism page reaches the Chinese page of the same mechanism;
 - the search box finds a mechanism by name on the English and the Chinese site;
 - writes screenshots of the home page, a mechanism page and a guide in both languages.
@@ -30,7 +31,7 @@ RAW_MATH = re.compile(r"(?<![\w$])\$[^$\s][^$\n]*\$(?![\w$])|\\\(|\\\[")
 SHOTS = {
     "home": "",
     "mechanism": "reference/efficient/local/",
-    "guide": "efficient/patterns/",
+    "guide": "attention/",
 }
 
 
@@ -93,9 +94,20 @@ def check_pages(page, root: Path, base: str, problems: list[str]) -> None:
         text = page.evaluate(
             """() => { const body = document.querySelector('article') || document.body;
                        const copy = body.cloneNode(true);
-                       copy.querySelectorAll('pre, code, script, style').forEach(e => e.remove());
+                       copy.querySelectorAll('pre, code, script, style, .katex-mathml')
+                           .forEach(e => e.remove());
                        return copy.innerText; }"""
         )
+        math = page.evaluate(
+            """() => ({
+                 errors: [...document.querySelectorAll('.katex-error')]
+                     .map(e => e.title || e.textContent),
+                 unrendered: [...document.querySelectorAll('.arithmatex')]
+                     .filter(e => !e.querySelector('.katex')).map(e => e.textContent),
+               })"""
+        )
+        problems += [f"{where}: KaTeX error: {e[:80]}" for e in math["errors"]]
+        problems += [f"{where}: math left unrendered: {e[:40]!r}" for e in math["unrendered"]]
         for match in RAW_MATH.finditer(text):
             problems.append(f"{where}: unrendered math {match.group(0)[:40]!r}")
     print(f"checked {len(pages)} pages")

@@ -24,6 +24,7 @@ LABELS = {
     "Tags": "标签",
     "Complexity": "复杂度",
     "Backend": "计算后端",
+    "Formula": "公式",
     "What it computes": "计算内容",
     "The docstring, as written in the code (English).": "以下为代码中的文档字符串（英文原文）。",
     "Capabilities": "能力",

@@ -1,7 +1,7 @@
 """Generate ``docs/catalogue.md`` and the README table from the registry.
 
-``attnzoo catalogue --output docs/catalogue.md --readme README.md`` rewrites both; a test fails
-when either is stale.
+``attnzoo catalogue --output docs/catalogue.md --readme README.md`` rewrites both, and the Chinese
+catalogue ``docs/catalogue.zh.md`` beside the first; a test fails when any is stale.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from attnzoo import _zh
 from attnzoo.registry import FAMILIES, all_entries
 
 __all__ = ["README_END", "README_START", "catalogue_markdown", "readme_table", "update_readme"]
@@ -31,30 +32,46 @@ def _flags(obj) -> str:
     return ", ".join(shown)
 
 
-def catalogue_markdown() -> str:
-    """The full catalogue: one table per family with paper, tags, complexity and capabilities."""
-    lines = [
-        "# Catalogue",
-        "",
-        "Generated from the registry by `attnzoo catalogue` — do not edit by hand.",
-        "Build any entry with `attnzoo.create(name, ...)` (models: `attnzoo.create_model`).",
-        "",
-    ]
+def catalogue_markdown(lang: str = "en") -> str:
+    """The full catalogue: one table per family with paper, tags, complexity and capabilities.
+
+    ``lang="zh"`` gives the Chinese page (summaries and headings from :mod:`attnzoo._zh`).
+    """
+    zh = lang == "zh"
+    if zh:
+        head = [
+            "# 目录",
+            "",
+            "由 `attnzoo catalogue` 从注册表生成，请勿手工编辑。",
+            "用 `attnzoo.create(name, ...)` 构建任意条目（模型用 `attnzoo.create_model`）。",
+            "",
+        ]
+        columns = ["名称", "简介", "论文", "标签", "复杂度", "能力"]
+    else:
+        head = [
+            "# Catalogue",
+            "",
+            "Generated from the registry by `attnzoo catalogue` — do not edit by hand.",
+            "Build any entry with `attnzoo.create(name, ...)` (models: `attnzoo.create_model`).",
+            "",
+        ]
+        columns = ["name", "summary", "paper", "tags", "complexity", "capabilities"]
+    lines = head
     entries = all_entries()
     for family in FAMILIES:
         members = [e for e in entries if e.family == family]
         if not members:
             continue
-        lines += [f"## {family} ({len(members)})", ""]
+        lines += [f"## {_zh.FAMILY[family] if zh else family} ({len(members)})", ""]
         with_backend = family in ("sequence", "efficient")  # token mixers say how they compute
-        extra = " backend |" if with_backend else ""
-        lines += ["| name | summary | paper | tags | complexity | capabilities |" + extra]
-        lines += ["|---|---|---|---|---|---|" + ("---|" if with_backend else "")]
+        names = [*columns, "后端" if zh else "backend"] if with_backend else columns
+        lines += ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
         for e in members:
             paper = f"[{e.paper.authors.split(',')[0]} {e.paper.year}]({e.paper.url})"
             backend = f" {getattr(e.obj, 'backend', None) or ''} |" if with_backend else ""
+            summary = _zh.SUMMARY[e.name] if zh else e.summary
             lines.append(
-                f"| `{e.name}` | {e.summary} | {paper} | {', '.join(e.tags)} | "
+                f"| `{e.name}` | {summary} | {paper} | {', '.join(e.tags)} | "
                 f"{e.complexity} | {_flags(e.obj)} |" + backend
             )
         lines.append("")

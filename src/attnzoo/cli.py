@@ -90,7 +90,9 @@ def _build_parser() -> _Parser:
     p.add_argument("--cache-dir", help="where generated data is cached (default ~/.cache/attnzoo)")
 
     p = sub.add_parser("catalogue", help="markdown catalogue of the registry")
-    p.add_argument("--output", help="write the catalogue to this file")
+    p.add_argument(
+        "--output", help="write the catalogue to this file (and the Chinese one as NAME.zh.md)"
+    )
     p.add_argument("--readme", help="refresh the table between the README's catalogue markers")
     p.add_argument("--pages", help="also write the site's page of every name into this folder")
     p.add_argument("--bench", help="speed JSON the pages show (attnzoo bench speed --output)")
@@ -391,12 +393,14 @@ def _cmd_catalogue(args) -> int:
     text = catalogue_markdown() + "\n"
     stale = []
     if args.output:
-        if args.check:
-            path = Path(args.output)
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(args.output)
-        else:
-            write_if_changed(args.output, text)
+        # the Chinese page beside it: catalogue.md -> catalogue.zh.md
+        chinese = Path(args.output).with_suffix(".zh" + (Path(args.output).suffix or ".md"))
+        for path, body in ((Path(args.output), text), (chinese, catalogue_markdown("zh") + "\n")):
+            if args.check:
+                if not path.exists() or path.read_text(encoding="utf-8") != body:
+                    stale.append(str(path))
+            else:
+                write_if_changed(path, body)
     if args.readme:
         current = Path(args.readme).read_text(encoding="utf-8")
         try:

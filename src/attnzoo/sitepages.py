@@ -2,8 +2,9 @@
 
 ``attnzoo catalogue --pages docs/reference`` writes ``<family>/<name>.md`` and
 ``<family>/<name>.zh.md`` for every entry of the registry, and one index per family: the
-summary (Chinese from :mod:`attnzoo._zh`), paper, tags, complexity, backend, capability flags,
-what the docstring says it computes, the constructor signature, the docstring's runnable example,
+summary (Chinese from :mod:`attnzoo._zh`), paper, tags, complexity, backend, the formula of the
+docstring's ``Formula:`` section (rendered by KaTeX), capability flags, what the docstring says it
+computes, the constructor signature, the docstring's runnable example,
 the mask drawing of pattern mechanisms, the measured time and memory at each recorded length
 (``docs/bench/speed.json``, written by ``attnzoo bench speed --output``) and the API reference
 (mkdocstrings). Both languages are rendered from the same entry, so they cannot drift; a test
@@ -15,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from attnzoo import _zh
 from attnzoo.catalogue import FLAGS
 from attnzoo.registry import FAMILIES, Entry, all_entries
 
-__all__ = ["PATTERN_DRAWINGS", "render_page", "write_pages"]
+__all__ = ["PATTERN_DRAWINGS", "formula", "render_page", "write_pages"]
 
 # small options under which each pattern mechanism's mask is drawn (32 tokens)
 PATTERN_DRAWINGS: dict[str, dict[str, Any]] = {
@@ -34,7 +36,9 @@ PATTERN_DRAWINGS: dict[str, dict[str, Any]] = {
     "bigbird": {"block_size": 4, "num_random_blocks": 1},
 }
 DRAW_LENGTH = 32
-_SECTIONS = re.compile(r"^(Args|Shape|Example|Examples|Returns|Raises|Attributes):\s*$", re.M)
+_SECTIONS = re.compile(
+    r"^(Args|Shape|Example|Examples|Returns|Raises|Attributes|Formula):\s*$", re.M
+)
 
 
 def _markdown(text: str) -> str:
@@ -61,6 +65,30 @@ def _doc_parts(obj: object) -> tuple[str, str]:
             block.append(line[4:] if line.startswith("    ") else line.strip())
         example = "\n".join(block).strip()
     return _markdown(description), example
+
+
+def formula(obj: object) -> str:
+    """The LaTeX display math of the docstring's ``Formula:`` section (``$$ ... $$``), or ``""``.
+
+    The section is indented under its title, as every Google-style section; on the API page
+    mkdocstrings shows it as a "Formula" box and KaTeX renders it.
+    """
+    doc = inspect.getdoc(obj) or ""
+    found = re.search(r"^Formula:\s*$", doc, re.M)
+    if not found:  # a factory function (``vit_base_patch16_224``): the class it returns
+        built = None
+        if inspect.isfunction(obj):
+            try:
+                built = typing.get_type_hints(obj).get("return")
+            except (NameError, TypeError):
+                built = None
+        return formula(built) if inspect.isclass(built) else ""
+    block = []
+    for line in doc[found.end() :].splitlines()[1:]:
+        if line and not line.startswith(" "):
+            break
+        block.append(line[4:])
+    return "\n".join(block).strip()
 
 
 def _signature(entry: Entry) -> str:
@@ -139,6 +167,9 @@ def render_page(entry: Entry, lang: str, bench: dict[str, Any] | None = None) ->
         lines += [f"- **{label('Backend')}:** {backend}"]
     lines.append("")
     description, example = _doc_parts(obj)
+    math = formula(obj)
+    if math:
+        lines += [f"## {label('Formula')}", "", math, ""]
     if description:
         lines += [f"## {label('What it computes')}", ""]
         if zh:

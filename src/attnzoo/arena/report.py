@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import attnzoo
 from attnzoo.arena.published import (
     LRA_MECHANISMS,
     LRA_TABLE1,
@@ -267,6 +268,7 @@ def verdict(
                 + ", ".join(versus)
                 + "."
             )
+        lines += _memory_verdict(cells, longest)
         if never:
             lines.append(
                 "- **Never faster than fused `mha` up to "
@@ -275,6 +277,52 @@ def verdict(
                 "hardware."
             )
     return "\n".join(lines) if lines else "No finished runs yet."
+
+
+def _memory_verdict(cells: dict, length: int) -> list[str]:
+    """Which memory ratios to ``vanilla`` are no worse than LRA Table 2's, and the floor.
+
+    The floor is the lowest ratio of a mechanism without attention scores (registry tag
+    ``attention_free``, e.g. ``fnet``): embeddings, feed-forward activations and optimiser
+    state alone. A published ratio under it cannot be reached by any mechanism on this model.
+    """
+    base = cells.get(("vanilla", length))
+    if not base or not base.get("peak_mb"):
+        return []
+    attention_free = set(attnzoo.list_names(tags=("attention_free",)))
+    free = [
+        (cell["peak_mb"] / base["peak_mb"], name)
+        for (name, at), cell in cells.items()
+        if at == length and cell.get("peak_mb") and name in attention_free
+    ]
+    floor = min(free) if free else None
+    within, above, below = [], [], []
+    for model, (_, memory) in LRA_TABLE2.items():
+        name = LRA_MECHANISMS[model]
+        cell = cells.get((name, length))
+        if name == "mha" or not cell or not cell.get("peak_mb"):
+            continue
+        ours = cell["peak_mb"] / base["peak_mb"]
+        lra = memory[-1] / LRA_TABLE2["Transformer"][1][-1]
+        text = f"`{name}` {ours:.2f} vs {lra:.2f}"
+        if ours <= lra + 0.005:
+            within.append(text)
+        elif floor is not None and lra < floor[0]:
+            below.append(text)
+        else:
+            above.append(text)
+    lines = [f"- **Memory against LRA's ratios** at {_k(length)} (ours vs LRA's, to `vanilla`):"]
+    lines[0] += f" no worse for {', '.join(within) or 'none'}"
+    if above:
+        lines[0] += f"; worse for {', '.join(above)} (the activations they keep for backward)"
+    if below and floor is not None:
+        lines[0] += (
+            f"; out of reach for {', '.join(below)}: LRA's ratio is under this model's floor, "
+            f"{floor[0]:.2f} — the memory of `{floor[1]}`, which computes no attention scores "
+            "at all (embeddings, feed-forward activations and optimiser state)"
+        )
+    lines[0] += "."
+    return lines
 
 
 def _machine() -> str:

@@ -65,7 +65,7 @@ def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     complexity="O(L^2 d) full; O(L s d) local; O(L d) simple",
 )
 class AttentionFreeTransformer(AttentionBase):
-    """Attention Free Transformer: keys and learned position biases weight the values per channel.
+    r"""Attention Free Transformer: keys and learned position biases weight the values per channel.
 
     Zhai, Talbott, Srivastava, Huang, Goh, Zhang and Susskind, "An Attention Free Transformer",
     2021, https://arxiv.org/abs/2105.14103. With ``Q, K, V`` the projections of ``x`` (width
@@ -114,6 +114,14 @@ class AttentionFreeTransformer(AttentionBase):
     are not implemented; ``out_proj`` maps ``D`` back to ``dim`` as in common AFT
     implementations; ``attn_drop`` has no effect (there is no weight matrix on the fast path).
     ``local_window=32`` is a choice (the paper reports several window sizes, none a default).
+
+    Formula:
+        $$
+        Y_t = \sigma(Q_t) \odot \frac{\sum_{t'} \exp(K_{t'} + w_{t, t'}) \odot V_{t'}}
+        {\sum_{t'} \exp(K_{t'} + w_{t, t'})}
+        $$
+
+        with learned pair-wise position biases $w$ (`mode="full"`), then `out_proj`.
 
     Args:
         dim: Model width ``C``.

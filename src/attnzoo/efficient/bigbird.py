@@ -28,7 +28,7 @@ __all__ = ["BigBirdAttention"]
     complexity="O(L (w + g + r) b d)",
 )
 class BigBirdAttention(PatternAttention):
-    """BigBird-ITC block-sparse self-attention: window, global and random blocks.
+    r"""BigBird-ITC block-sparse self-attention: window, global and random blocks.
 
     Zaheer et al., "Big Bird: Transformers for Longer Sequences", 2020,
     https://arxiv.org/abs/2007.14062. The sequence is cut into blocks of ``block_size``; query
@@ -62,6 +62,17 @@ class BigBirdAttention(PatternAttention):
     global and 3 random blocks. The reference implementation draws different random blocks per
     head and per layer; here all heads share the draw of ``seed`` (give each layer its own
     ``seed``).
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \in N(i)} \mathrm{softmax}_{j \in N(i)}\!\left(
+        \frac{q_i k_j^\top}{\sqrt{d_h}}\right) v_j, \qquad
+        N(i) = \bigcup_{B \,\in\, W(r) \,\cup\, G \,\cup\, R(r)} B \quad (r = \text{block of } i)
+        $$
+
+        with blocks of `block_size`: $W(r)$ the window blocks around $r$, $G$ the global blocks
+        (which
+        attend everything) and $R(r)$ the seeded random blocks.
 
     Args:
         dim: Model width ``C``.

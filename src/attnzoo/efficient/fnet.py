@@ -48,7 +48,7 @@ def fourier_mix(x: torch.Tensor) -> torch.Tensor:
     complexity="O(L C log(L C))",
 )
 class FNetMixing(AttentionFreeBase):
-    """FNet Fourier token mixing: ``y = Re(FFT_seq(FFT_hidden(x)))``, no parameters.
+    r"""FNet Fourier token mixing: ``y = Re(FFT_seq(FFT_hidden(x)))``, no parameters.
 
     Lee-Thorp, Ainslie, Eckstein and Ontañón, "FNet: Mixing Tokens with Fourier Transforms",
     2021, https://arxiv.org/abs/2105.03824. FNet replaces the self-attention sublayer of a
@@ -80,6 +80,13 @@ class FNetMixing(AttentionFreeBase):
     Deviation from the paper's code: none in the maths; the paper computes the DFT with FFT on
     GPU and with matrix multiplies on TPU for short sequences, this module always uses
     ``torch.fft`` (half spectrum, see :func:`fourier_mix`).
+
+    Formula:
+        $$
+        y_{l, c} = \mathrm{Re}\!\left( \sum_{j, d} x_{j, d}\; e^{-2\pi i\, (l j / L + c d / C)}
+        \right)
+        = \mathrm{Re}\big(\mathcal{F}_{\mathrm{seq}}(\mathcal{F}_{\mathrm{hidden}}(X))\big)
+        $$
 
     Args:
         dim: Model width ``C``.

@@ -30,7 +30,7 @@ LONGFORMER_2020 = Paper(
     complexity="O((L + S) G d)",
 )
 class GlobalAttention(PatternAttention):
-    """Global-token attention: global tokens see every key, every query sees the global tokens.
+    r"""Global-token attention: global tokens see every key, every query sees the global tokens.
 
     The global attention of Beltagy, Peters, Cohan, "Longformer: The Long-Document
     Transformer", 2020, https://arxiv.org/abs/2004.05150 (section 3.1), on its own: query ``i``
@@ -54,6 +54,16 @@ class GlobalAttention(PatternAttention):
     classification set-up) when neither option is given. Longformer computes global attention
     with separate projections ``Q_g, K_g, V_g``; this layer uses one set for all tokens, so that
     it is exactly dense attention under its mask.
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \in N(i)} \mathrm{softmax}_{j \in N(i)}\!\left(
+        \frac{q_i k_j^\top}{\sqrt{d_h}}\right) v_j, \qquad N(i) = \begin{cases} \{1, \dots, S\} & i
+        \in G \\ G & i \notin G
+        \end{cases}
+        $$
+
+        with $G$ the global positions (the first `num_global` by default).
 
     Args:
         dim: Model width ``C``.

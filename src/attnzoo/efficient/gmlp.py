@@ -58,7 +58,7 @@ class SpatialGatingUnit(nn.Module):
     complexity="O(L^2 D + L C D), D = ffn_dim",
 )
 class GatedMLPMixing(AttentionFreeBase):
-    """gMLP's token mixing: ``Y = s(GELU(X U)) V`` with the spatial gating unit ``s``.
+    r"""gMLP's token mixing: ``Y = s(GELU(X U)) V`` with the spatial gating unit ``s``.
 
     Liu, Dai, So and Le, "Pay Attention to MLPs", NeurIPS 2021, https://arxiv.org/abs/2105.08050.
     A gMLP block is ``X + Y`` with ``Y = (s(GELU(LayerNorm(X) U))) V``: a channel expansion
@@ -74,6 +74,15 @@ class GatedMLPMixing(AttentionFreeBase):
     autoregressive variant). Fixed length: built for ``seq_len`` tokens, shorter inputs use the
     first ``L`` rows and columns of ``W``, longer ones raise. No attention weights. ``num_heads``,
     ``head_dim``, ``qkv_bias`` have no effect; ``attn_drop`` drops the hidden activations.
+
+    Formula:
+        $$
+        Y = s\big(\mathrm{GELU}(X U)\big) V, \qquad s(Z) = Z_1 \odot \big(W\, \mathrm{LN}(Z_2) +
+        b\big)
+        $$
+
+        with $Z = [Z_1, Z_2]$ split along the channels and $W$ a `seq_len` $\times$ `seq_len` map
+        across tokens.
 
     Args:
         dim: Model width ``C``.

@@ -24,7 +24,7 @@ __all__ = ["LinearAttention", "RecurrentState"]
     complexity="O(L hd^2) time, O(L hd) memory (causal: O(L (C + hd) hd), chunk C)",
 )
 class LinearAttention(KernelAttentionBase):
-    """Linear attention: softmax replaced by the kernel ``phi(q)^T phi(k)``, ``phi = elu + 1``.
+    r"""Linear attention: softmax replaced by the kernel ``phi(q)^T phi(k)``, ``phi = elu + 1``.
 
     Katharopoulos, Vyas, Pappas, Fleuret, "Transformers are RNNs: Fast Autoregressive
     Transformers with Linear Attention", 2020, https://arxiv.org/abs/2006.16236.
@@ -53,6 +53,14 @@ class LinearAttention(KernelAttentionBase):
     key columns of the implicit weight matrix (one mask per batch, head and key, shared by
     every query, rescaled by ``1 / (1 - p)``), which keeps the output's expectation. Half
     inputs run the kernel sums in float32 (they overflow in float16).
+
+    Formula:
+        $$
+        \mathrm{out}_i = \frac{\phi(q_i)^\top \sum_j \phi(k_j)\, v_j^\top}
+        {\phi(q_i)^\top \sum_j \phi(k_j) + \epsilon}, \qquad \phi(x) = \mathrm{elu}(x) + 1
+        $$
+
+        summing over every key, or over $j \le i$ when causal.
 
     Args:
         dim: Model width ``C``.

@@ -43,7 +43,7 @@ def linformer_projection(seq_len: int, k: int, heads: int | None = None) -> nn.P
     complexity="O(L k hd) time and memory (k = projected length)",
 )
 class Linformer(AttentionBase):
-    """Linformer: attention over keys and values projected along the sequence to ``k`` rows.
+    r"""Linformer: attention over keys and values projected along the sequence to ``k`` rows.
 
     Wang, Li, Khabsa, Fang, Ma, "Linformer: Self-Attention with Linear Complexity", 2020,
     https://arxiv.org/abs/2006.04768.
@@ -74,6 +74,14 @@ class Linformer(AttentionBase):
     Attention weights: the ``(B, nh, L, k)`` weights over the projected rows go through
     ``probe`` (there is no token-level matrix). Defaults: ``k = 256``; ``E, F`` initialised as
     fairseq (xavier-uniform, gain ``1/sqrt(2)``); ``seq_len`` has no default (required).
+
+    Formula:
+        $$
+        \mathrm{head} = \mathrm{softmax}\!\left(\frac{Q (E^\top K)^\top}{\sqrt{d_h}}\right)
+        (F^\top V), \qquad E, F \in \mathbb{R}^{n \times k}
+        $$
+
+        with $n$ = `seq_len` and $k$ the projected length.
 
     Args:
         dim: Model width ``C``.

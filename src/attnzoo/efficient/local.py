@@ -36,7 +36,7 @@ def band_block(window: int) -> int:
     complexity="O(L w d)",
 )
 class LocalAttention(PatternAttention):
-    """Sliding-window (local) multi-head attention: query ``i`` sees keys ``|i - j| <= window``.
+    r"""Sliding-window (local) multi-head attention: query ``i`` sees keys ``|i - j| <= window``.
 
     Local self-attention over query blocks and their surrounding memory blocks, as in Parmar et
     al., "Image Transformer", 2018, https://arxiv.org/abs/1802.05751; the same sliding window is
@@ -64,6 +64,14 @@ class LocalAttention(PatternAttention):
     Defaults and deviations: ``window=256`` on each side is Longformer's pretraining window
     (``w = 512`` keys in total); the Image Transformer attends whole memory blocks, whereas this
     layer keeps exactly ``|i - j| <= window`` for every query (the block edges are masked).
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \in N(i)} \mathrm{softmax}_{j \in N(i)}\!\left(
+        \frac{q_i k_j^\top}{\sqrt{d_h}}\right) v_j, \qquad N(i) = \{\, j : |i - j| \le w \,\}
+        $$
+
+        with $w$ = `window`; causal: $i - w \le j \le i$.
 
     Args:
         dim: Model width ``C``.

@@ -30,7 +30,7 @@ __all__ = ["LongformerAttention"]
     complexity="O(L (w + G) d)",
 )
 class LongformerAttention(PatternAttention):
-    """Longformer self-attention: dilated sliding window united with global tokens.
+    r"""Longformer self-attention: dilated sliding window united with global tokens.
 
     Beltagy, Peters, Cohan, "Longformer: The Long-Document Transformer", 2020,
     https://arxiv.org/abs/2004.05150. Query ``i`` attends key ``j`` when
@@ -58,6 +58,15 @@ class LongformerAttention(PatternAttention):
     ``Q_g, K_g, V_g`` for global attention; this layer uses one set, so that it is exactly dense
     attention under its mask. The paper's per-layer window sizes and per-head dilation are left
     to the model that stacks these layers.
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \in N(i)} \mathrm{softmax}_{j \in N(i)}\!\left(
+        \frac{q_i k_j^\top}{\sqrt{d_h}}\right) v_j, \qquad
+        N(i) = \{ i + m\delta : |m| \le w \} \cup G \;\; (\text{all } j \text{ if } i \in G)
+        $$
+
+        with $w$ = `window`, $\delta$ = `dilation` and $G$ the global positions.
 
     Args:
         dim: Model width ``C``.

@@ -122,7 +122,7 @@ def chunked_attention(
     complexity="O(L S d) time; O(L d + chunk^2) memory",
 )
 class MemoryEfficientAttention(AttentionBase):
-    """Exact multi-head attention computed in query and key chunks with an online softmax.
+    r"""Exact multi-head attention computed in query and key chunks with an online softmax.
 
     Rabe, Staats, "Self-attention Does Not Need O(n^2) Memory", 2021,
     https://arxiv.org/abs/2112.05682. Queries are split into chunks of ``query_chunk_size``;
@@ -144,6 +144,18 @@ class MemoryEfficientAttention(AttentionBase):
     Defaults and deviations: ``query_chunk_size=1024`` and ``key_chunk_size=4096`` are the
     chunk sizes of the paper's reference code. On CPU, PyTorch's SDPA (``mha``) is usually
     faster; this layer is the portable, inspectable version of the same computation.
+
+    Formula:
+        $$
+        \begin{aligned}
+        m &\leftarrow \max(m_{\mathrm{old}}, \max_j s_j), \qquad s_j = q\, k_j^\top / \sqrt{d_h} \\
+        z &\leftarrow z\, e^{m_{\mathrm{old}} - m} + \textstyle\sum_j e^{s_j - m}, \qquad
+        a \leftarrow a\, e^{m_{\mathrm{old}} - m} + \textstyle\sum_j e^{s_j - m} v_j
+        \end{aligned}
+        $$
+
+        over the key chunks, then $\mathrm{out} = a / z$: exactly $\mathrm{softmax}(q K^\top /
+        \sqrt{d_h})\, V$.
 
     Args:
         dim: Model width ``C``.

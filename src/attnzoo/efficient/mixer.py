@@ -29,7 +29,7 @@ TOLSTIKHIN_2021 = Paper(
     complexity="O(L D_S C)",
 )
 class MixerTokenMixing(AttentionFreeBase):
-    """MLP-Mixer token-mixing MLP: ``Y[:, c] = W2 GELU(W1 X[:, c] + b1) + b2`` for every channel.
+    r"""MLP-Mixer token-mixing MLP: ``Y[:, c] = W2 GELU(W1 X[:, c] + b1) + b2`` for every channel.
 
     Tolstikhin et al., "MLP-Mixer: An all-MLP Architecture for Vision", 2021,
     https://arxiv.org/abs/2105.01601. The token-mixing sublayer of a Mixer block applies one MLP
@@ -66,6 +66,14 @@ class MixerTokenMixing(AttentionFreeBase):
     shared by all channels). ``attn_drop`` is the dropout on the hidden activations and
     ``proj_drop`` the dropout on the output (timm's ``Mlp`` drop, split in two; both 0 by
     default).
+
+    Formula:
+        $$
+        Y_{:, c} = W_2\, \mathrm{GELU}(W_1 X_{:, c} + b_1) + b_2, \qquad
+        W_1 \in \mathbb{R}^{D_S \times L}, \; W_2 \in \mathbb{R}^{L \times D_S}
+        $$
+
+        for every channel $c$, with $D_S$ = `token_hidden`.
 
     Args:
         dim: Model width ``C``.

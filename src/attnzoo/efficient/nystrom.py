@@ -37,7 +37,7 @@ __all__ = ["Nystromformer", "iterative_pinv", "segment_means"]
     complexity="O(L m hd + m^3) time, O(L m) memory (m = num_landmarks)",
 )
 class Nystromformer(AttentionBase):
-    """Nystromformer: softmax attention approximated from ``m`` landmark queries and keys.
+    r"""Nystromformer: softmax attention approximated from ``m`` landmark queries and keys.
 
     Xiong, Zeng, Chakraborty, Tan, Fung, Li, Singh, "Nystromformer: A Nystrom-Based Algorithm
     for Approximating Self-Attention", AAAI 2021, https://arxiv.org/abs/2102.03902.
@@ -84,6 +84,17 @@ class Nystromformer(AttentionBase):
     Defaults: ``num_landmarks = 64`` and ``conv_kernel_size = 33`` (the paper's BERT runs and
     the official ``nystrom-512`` config; its LRA configs use 32-256 landmarks and kernel 35),
     6 pinv iterations. Half inputs are computed in float32.
+
+    Formula:
+        $$
+        \mathrm{out} = \mathrm{softmax}(Q \tilde K^\top)\;
+        \mathrm{pinv}\big(\mathrm{softmax}(\tilde Q
+        \tilde K^\top)\big)\; \mathrm{softmax}(\tilde Q K^\top)\, V + \mathrm{conv}(V)
+        $$
+
+        with the (scaled) queries and keys, $\tilde Q, \tilde K$ their $m$ segment-mean landmarks
+        and
+        pinv by 6 Newton–Schulz steps.
 
     Args:
         dim: Model width ``C``.

@@ -31,7 +31,7 @@ KERNELS = ("softmax", "relu")
     complexity="O(L m hd) time, O(L m + m hd) memory (m = nb_features)",
 )
 class Performer(KernelAttentionBase):
-    """Performer attention: FAVOR+ random features that approximate the softmax kernel.
+    r"""Performer attention: FAVOR+ random features that approximate the softmax kernel.
 
     Choromanski et al., "Rethinking Attention with Performers", ICLR 2021,
     https://arxiv.org/abs/2009.14794.
@@ -78,6 +78,19 @@ class Performer(KernelAttentionBase):
     ``attnzoo.viz.record_attention`` listens, the explicit normalised ``phi(q) phi(k)^T``
     matrix (``O(L S)``) goes through ``probe`` and gives the output. ``attn_drop`` drops whole
     key columns of that implicit matrix (shared by every query, rescaled), as in ``linear``.
+
+    Formula:
+        $$
+        \begin{gathered}
+        \phi(x) = \frac{1}{\sqrt{m}} \exp\!\left(W x' - \frac{\lVert x' \rVert^2}{2}\right), \qquad
+        x' = x / d_h^{1/4} \\
+        \mathrm{out}_i = \frac{\phi(q_i)^\top \sum_j \phi(k_j)\, v_j^\top}{\phi(q_i)^\top \sum_j
+        \phi(k_j)}
+        \end{gathered}
+        $$
+
+        with $W$ the $m$ = `nb_features` block-orthogonal Gaussian rows, so
+        $\mathbb{E}[\phi(q)^\top \phi(k)] = \exp(q^\top k / \sqrt{d_h})$.
 
     Args:
         dim: Model width ``C``.

@@ -26,7 +26,7 @@ YU_2022 = Paper(
     complexity="O(L C)",
 )
 class PoolFormerMixing(AttentionFreeBase):
-    """PoolFormer token mixing: ``y_i = mean_{j in window(i)} x_j - x_i``, no parameters.
+    r"""PoolFormer token mixing: ``y_i = mean_{j in window(i)} x_j - x_i``, no parameters.
 
     Yu et al., "MetaFormer Is Actually What You Need for Vision", CVPR 2022,
     https://arxiv.org/abs/2111.11418. The paper's point: inside the MetaFormer block (norm,
@@ -40,6 +40,14 @@ class PoolFormerMixing(AttentionFreeBase):
     every average (they count as absent, as the sequence ends do), so real outputs do not
     depend on padding; ``is_causal=True`` averages the ``pool_size`` tokens ending at ``i``.
     ``num_heads``, ``head_dim``, ``qkv_bias`` and ``attn_drop`` have no effect.
+
+    Formula:
+        $$
+        y_i = \frac{1}{|W(i)|} \sum_{j \in W(i)} x_j - x_i
+        $$
+
+        with $W(i)$ the `pool_size` tokens centred on $i$ that exist (padding and the sequence ends
+        excluded).
 
     Args:
         dim: Model width ``C``.

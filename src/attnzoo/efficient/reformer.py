@@ -61,7 +61,7 @@ def bucket_factors(count: int) -> tuple[int, ...]:
     complexity="O(n_hashes L bucket_size d) time and memory",
 )
 class ReformerAttention(AttentionBase):
-    """Reformer LSH self-attention: shared-QK attention inside angular-LSH buckets.
+    r"""Reformer LSH self-attention: shared-QK attention inside angular-LSH buckets.
 
     Kitaev, Kaiser, Levskaya, "Reformer: The Efficient Transformer", 2020,
     https://arxiv.org/abs/2001.04451. Queries and keys share one projection (``q_proj``; there
@@ -103,6 +103,19 @@ class ReformerAttention(AttentionBase):
       through ``probe`` and the output is computed from them.
 
     Self-attention only (shared QK); masks: ``(B, L)`` boolean padding masks only.
+
+    Formula:
+        $$
+        \begin{gathered}
+        h(x) = \arg\max\,[\,xR;\, -xR\,], \qquad k_j = q_j / \lVert q_j \rVert \\
+        o^r_i = \sum_{j \in C_r(i)} \mathrm{softmax}_j(q_i k_j^\top)\, v_j, \qquad
+        o_i = \sum_r e^{z^r_i - \mathrm{logsumexp}_{r'} z^{r'}_i}\, o^r_i
+        \end{gathered}
+        $$
+
+        with $C_r(i)$ the keys of $i$'s bucket in its sorted chunk and the previous one (round $r$)
+        and
+        $z^r_i$ that round's log-normaliser.
 
     Args:
         dim: Model width ``C``.

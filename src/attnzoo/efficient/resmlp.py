@@ -39,7 +39,7 @@ class Affine(nn.Module):
     complexity="O(L^2 C)",
 )
 class ResMLPMixing(AttentionFreeBase):
-    """ResMLP token mixing: ``Y = A Aff(X) + b``, one linear map across the tokens.
+    r"""ResMLP token mixing: ``Y = A Aff(X) + b``, one linear map across the tokens.
 
     Touvron et al., "ResMLP: Feedforward networks for image classification with data-efficient
     training", 2021, https://arxiv.org/abs/2105.03404, eq. 1: the cross-patch sublayer
@@ -53,6 +53,14 @@ class ResMLPMixing(AttentionFreeBase):
     and columns of ``A``, longer ones raise). Cannot: causal calls (the paper's map is dense;
     ``NotImplementedError``), cross-attention, attention weights. ``num_heads``, ``head_dim``,
     ``qkv_bias`` and ``attn_drop`` have no effect.
+
+    Formula:
+        $$
+        Y = A\, \mathrm{Aff}(X) + b, \qquad \mathrm{Aff}(X) = \alpha \odot X + \beta
+        $$
+
+        with $A$ one `seq_len` $\times$ `seq_len` linear map across the tokens, shared by the
+        channels.
 
     Args:
         dim: Model width ``C``.

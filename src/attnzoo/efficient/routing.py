@@ -33,7 +33,7 @@ __all__ = ["RoutingAttention"]
     complexity="O(L S d / num_clusters) time and memory",
 )
 class RoutingAttention(AttentionBase):
-    """Routing attention: queries attend to the keys routed to the same k-means cluster.
+    r"""Routing attention: queries attend to the keys routed to the same k-means cluster.
 
     Roy, Saffar, Vaswani, Grangier, "Efficient Content-Based Sparse Attention with Routing
     Transformers", TACL 2021, https://arxiv.org/abs/2003.05997. Queries and keys are
@@ -78,6 +78,15 @@ class RoutingAttention(AttentionBase):
 
     Masks: ``(B, S)`` boolean padding masks (padded keys are never routed; in self-attention
     padded queries are not routed either and get zero outputs).
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \in K_c} \mathrm{softmax}_{j \in K_c}\!\left(
+        \frac{\hat q_i \hat k_j^\top}{\sqrt{d_h}}\right) v_j \quad \text{for } i \in Q_c, \qquad
+        \hat x = \mathrm{LN}(x)
+        $$
+
+        with $Q_c, K_c$ the queries and keys nearest to centroid $\mu_c$ (balanced top-k routing).
 
     Args:
         dim: Model width ``C``.

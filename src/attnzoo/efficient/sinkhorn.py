@@ -90,7 +90,7 @@ def block_sinkhorn_attention(
     complexity="O(L bucket_size d + (L / bucket_size)^2 bucket_size d)",
 )
 class SinkhornAttention(AttentionBase):
-    """Sparse Sinkhorn attention: local block attention plus a learned, sorted block.
+    r"""Sparse Sinkhorn attention: local block attention plus a learned, sorted block.
 
     Tay, Bahri, Yang, Metzler, Juan, "Sparse Sinkhorn Attention", ICML 2020,
     https://arxiv.org/abs/2002.11296. The sequence is cut into ``n = ceil(L / b)`` blocks of
@@ -130,6 +130,18 @@ class SinkhornAttention(AttentionBase):
       the output is computed from them.
 
     Self-attention only; masks: ``(B, L)`` boolean padding masks only.
+
+    Formula:
+        $$
+        \begin{gathered}
+        P = \mathrm{Sinkhorn}\big((\mathrm{ReLU}(s W + c) + g) / \tau\big) \\
+        \mathrm{out}_i = \mathrm{softmax}\!\left(\frac{q_i\, [K_b; (PK)_b]^\top}{\sqrt{d_h}}\right)
+        [V_b; (PV)_b]
+        \end{gathered}
+        $$
+
+        with $b$ the block of query $i$, $s$ the block sums of the keys and $g$ Gumbel noise
+        (training).
 
     Args:
         dim: Model width ``C``.

@@ -29,7 +29,7 @@ SPARSE_TRANSFORMER_2019 = Paper(
     complexity="O(L (l + c L / l) d)",
 )
 class SparseTransformerAttention(PatternAttention):
-    """Sparse Transformer *fixed* attention: own block united with every block's summary keys.
+    r"""Sparse Transformer *fixed* attention: own block united with every block's summary keys.
 
     Child, Gray, Radford, Sutskever, "Generating Long Sequences with Sparse Transformers", 2019,
     https://arxiv.org/abs/1904.10509, section 4.3: ``A(1) = {j : floor(j / l) = floor(i / l)}``
@@ -51,6 +51,16 @@ class SparseTransformerAttention(PatternAttention):
     256 and ``c`` in 8, 16, 32). The paper splits ``A(1)`` and ``A(2)`` over heads or
     interleaves them over layers; the merged head is used here, and the paper's fused GPU
     kernels and recomputation are not.
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \in N(i)} \mathrm{softmax}_{j \in N(i)}\!\left(
+        \frac{q_i k_j^\top}{\sqrt{d_h}}\right) v_j, \qquad
+        N(i) = \{ j : \lfloor j / l \rfloor = \lfloor i / l \rfloor \} \cup \{ j : j \bmod l \ge l
+        - c \}
+        $$
+
+        with $l$ = `block` and $c$ = `num_summary`; causal calls keep $j \le i$.
 
     Args:
         dim: Model width ``C``.

@@ -23,7 +23,7 @@ __all__ = ["StridedAttention"]
     complexity="O(L (s + L / s) d)",
 )
 class StridedAttention(PatternAttention):
-    """Sparse Transformer *strided* attention: the band ``|i - j| <= s`` plus every ``s``-th key.
+    r"""Sparse Transformer *strided* attention: the band ``|i - j| <= s`` plus every ``s``-th key.
 
     Child, Gray, Radford, Sutskever, "Generating Long Sequences with Sparse Transformers", 2019,
     https://arxiv.org/abs/1904.10509, section 4.2: ``A(1) = {j : |i - j| <= l}`` (``t = i - j
@@ -46,6 +46,15 @@ class StridedAttention(PatternAttention):
     Defaults and deviations: ``stride=128``, the paper's ``l ~ sqrt(L)`` for ``L = 16384``
     (use the image width for images). The paper splits ``A(1)`` and ``A(2)`` over two heads or
     interleaves them over layers; the merged head is used here.
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \in N(i)} \mathrm{softmax}_{j \in N(i)}\!\left(
+        \frac{q_i k_j^\top}{\sqrt{d_h}}\right) v_j, \qquad
+        N(i) = \{ j : |i - j| \le s \} \cup \{ j : (i - j) \bmod s = 0 \}
+        $$
+
+        with $s$ = `stride`; causal calls keep $j \le i$.
 
     Args:
         dim: Model width ``C``.

@@ -119,7 +119,7 @@ class RandomSynthesis(nn.Module):
     complexity="O(L^2 d); random modes need no query-key product",
 )
 class SynthesizerAttention(AttentionBase):
-    """Synthesizer: ``softmax(B) G(X)`` with synthetic logits ``B`` instead of ``Q K^T``.
+    r"""Synthesizer: ``softmax(B) G(X)`` with synthetic logits ``B`` instead of ``Q K^T``.
 
     Tay, Bahri, Metzler, Juan, Zhao and Zheng, "Synthesizer: Rethinking Self-Attention for
     Transformer Models", ICML 2021, https://arxiv.org/abs/2005.00743. Per head,
@@ -158,6 +158,13 @@ class SynthesizerAttention(AttentionBase):
     ``nn.Linear``'s uniform initialisation; the composition of the factorised dense outputs
     (``A`` repeated, ``B`` tiled, i.e. their outer product) is our reading of the paper's
     tiling functions; default factors ``a = ceil(sqrt(seq_len))``, ``b = ceil(seq_len / a)``.
+
+    Formula:
+        $$
+        Y = \mathrm{softmax}(B)\, G(X), \qquad B_i = W_2\, \mathrm{ReLU}(W_1 X_i + b_1) + b_2
+        $$
+
+        per head, with $G$ = `v_proj` (`mode="dense"`; `"random"` learns $B = R$).
 
     Args:
         dim: Model width ``C``.

@@ -32,7 +32,7 @@ LIU_2018 = Paper(
     complexity="O(T^2 d) per layer with mha; attention per its mechanism",
 )
 class DecoderLM(CheckedLoadMixin, nn.Module):
-    """Decoder-only Transformer language model: next-token logits and ``generate``.
+    r"""Decoder-only Transformer language model: next-token logits and ``generate``.
 
     The Transformer decoder without encoder-decoder attention (Liu et al., "Generating Wikipedia
     by Summarizing Long Sequences", 2018, https://arxiv.org/abs/1801.10198; the GPT layout of
@@ -42,6 +42,14 @@ class DecoderLM(CheckedLoadMixin, nn.Module):
     ``supports_causal`` (checked at construction). ``generate`` continues a prompt greedily or
     with beam search, with a :class:`~attnzoo.KVCache` per layer for ``mha`` and a recurrent
     state for ``linear``/``performer`` (other mechanisms recompute the prefix: same tokens).
+
+    Formula:
+        $$
+        h_0 = E x + E_{\mathrm{pos}}, \quad
+        h'_l = h_{l-1} + \mathrm{Attn}_{\mathrm{causal}}(\mathrm{LN}(h_{l-1})), \quad
+        h_l = h'_l + \mathrm{FFN}(\mathrm{LN}(h'_l)), \quad
+        p(x_{t+1} \mid x_{\le t}) = \mathrm{softmax}(\mathrm{LN}(h_L)_t E^\top)
+        $$
 
     Args:
         vocab_size: Vocabulary size.

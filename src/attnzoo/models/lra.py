@@ -26,7 +26,7 @@ POOLINGS = ("mean", "cls")
     complexity="O(L^2 d) per layer with mha; attention per its mechanism",
 )
 class EncoderClassifier(CheckedLoadMixin, nn.Module):
-    """Transformer encoder + pooling + MLP head: the model of every Long Range Arena task.
+    r"""Transformer encoder + pooling + MLP head: the model of every Long Range Arena task.
 
     Tay et al., "Long Range Arena: A Benchmark for Efficient Transformers", 2021,
     https://arxiv.org/abs/2011.04006, and its released configurations: token embedding, absolute
@@ -43,6 +43,16 @@ class EncoderClassifier(CheckedLoadMixin, nn.Module):
     mean pooling), which trains on a CPU; the arena's presets set LRA's per-task configurations.
     Padding uses attnzoo's polarity (``True`` = real token) and defaults to ``tokens != pad_id``
     (LRA pads with 0); a row with no real token pools to zeros.
+
+    Formula:
+        $$
+        z_0 = [x_{\mathrm{cls}};\, E x] + E_{\mathrm{pos}}, \quad
+        z'_l = z_{l-1} + \mathrm{Attn}(\mathrm{LN}(z_{l-1})), \quad
+        z_l = z'_l + \mathrm{FFN}(\mathrm{LN}(z'_l)), \quad
+        y = W_2\, \mathrm{ReLU}(W_1\, \mathrm{pool}(\mathrm{LN}(z_L)))
+        $$
+
+        (`pooling="cls"` takes $z_L^0$, `"mean"` the mean of the real tokens and no class token).
 
     Args:
         vocab_size: Vocabulary size (LRA bytes: 257 with 0 = padding).

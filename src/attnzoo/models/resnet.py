@@ -34,7 +34,7 @@ _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ResNet(nn.Module):
-    """A ResNet whose blocks can carry a vision attention module from the registry.
+    r"""A ResNet whose blocks can carry a vision attention module from the registry.
 
     He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016,
     https://arxiv.org/abs/1512.03385. Layout and parameter names follow torchvision (``conv1``,
@@ -66,6 +66,14 @@ class ResNet(nn.Module):
     Modules that take two inputs or change the shape (FFM, reverse attention) are rejected.
     Backbone convs are He-initialised (fan out) and BNs set to (1, 0); attention modules keep
     their own initialisation (e.g. zero-initialised Non-local and GC outputs).
+
+    Formula:
+        $$
+        y = \mathrm{ReLU}\big(x + \mathcal{A}(\mathcal{F}(x))\big)
+        $$
+
+        for a block with residual branch $\mathcal{F}$ (convolutions and BN) and the attention
+        module $\mathcal{A}$ in the ``residual`` placement (identity without ``attention``).
 
     Args:
         block: ``"basic"`` (two 3x3 convs) or ``"bottleneck"`` (1x1-3x3-1x1, expansion 4).

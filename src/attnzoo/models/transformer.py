@@ -43,7 +43,7 @@ def padding_mask(tokens: torch.Tensor, pad_id: int | None) -> torch.Tensor | Non
     complexity="O((S^2 + T^2 + S T) d) per layer with mha; attention per its mechanism",
 )
 class Transformer(CheckedLoadMixin, nn.Module):
-    """Encoder-decoder Transformer with a causal decoder, greedy and beam-search ``generate``.
+    r"""Encoder-decoder Transformer with a causal decoder, greedy and beam-search ``generate``.
 
     Vaswani et al., "Attention Is All You Need", 2017, https://arxiv.org/abs/1706.03762: token
     embeddings scaled by ``sqrt(dim)`` plus sinusoidal positions, ``num_encoder_layers`` layers
@@ -66,6 +66,21 @@ class Transformer(CheckedLoadMixin, nn.Module):
     Deviations from the paper: none in the architecture; embeddings are initialised
     ``N(0, dim^-0.5)`` (so the scaled embedding has unit variance, as in tensor2tensor) and
     linear layers keep PyTorch's default initialisation.
+
+    Formula:
+        $$
+        \begin{aligned}
+        \text{encoder: } & H \leftarrow \mathrm{LN}(H + \mathrm{MHA}(H, H)), \quad
+        H \leftarrow \mathrm{LN}(H + \mathrm{FFN}(H)) \\
+        \text{decoder: } & S \leftarrow \mathrm{LN}(S + \mathrm{MHA}_{\mathrm{causal}}(S, S)), \quad
+        S \leftarrow \mathrm{LN}(S + \mathrm{MHA}(S, H)), \quad S \leftarrow \mathrm{LN}(S +
+        \mathrm{FFN}(S)) \\
+        & p(y_t \mid y_{<t}, x) = \mathrm{softmax}(S_t E^\top), \qquad
+        H_0 = \sqrt{d}\, E x + PE
+        \end{aligned}
+        $$
+
+        (post-LN, the paper's; `norm_first=True` gives pre-LN), $E$ the tied embedding.
 
     Args:
         src_vocab: Source vocabulary size.

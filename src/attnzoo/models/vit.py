@@ -39,7 +39,7 @@ POS_EMBEDS = ("learned", "sincos_2d")
 
 
 class VisionTransformer(CheckedLoadMixin, nn.Module):
-    """ViT: patch tokens + class token + positions -> pre-LN Transformer encoder -> MLP head.
+    r"""ViT: patch tokens + class token + positions -> pre-LN Transformer encoder -> MLP head.
 
     Dosovitskiy et al., "An Image is Worth 16x16 Words: Transformers for Image Recognition at
     Scale", 2021, https://arxiv.org/abs/2010.11929, eqs. 1-4: ``z0 = [x_class; x_p E] + E_pos``,
@@ -57,6 +57,17 @@ class VisionTransformer(CheckedLoadMixin, nn.Module):
     :meth:`resize_pos_embed` (bicubic resampling of the learned table, section 3.2), which
     ``load_state_dict`` also applies to a checkpoint trained on another grid. Initialisation:
     timm's (normal, std 0.02, for linears and the position table; 1e-6 for the class token).
+
+    Formula:
+        $$
+        \begin{aligned}
+        z_0 &= [x_{\mathrm{class}};\, x_p^1 E;\, \dots;\, x_p^N E] + E_{\mathrm{pos}}, \qquad
+        E \in \mathbb{R}^{(P^2 C) \times D} \\
+        z'_l &= \mathrm{MSA}(\mathrm{LN}(z_{l-1})) + z_{l-1}, \qquad
+        z_l = \mathrm{MLP}(\mathrm{LN}(z'_l)) + z'_l \\
+        y &= \mathrm{head}(\mathrm{LN}(z_L^0))
+        \end{aligned}
+        $$
 
     Args:
         img_size: Input size (int or ``(H, W)``), divisible by ``patch_size``.

@@ -50,13 +50,21 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     "alibi", paper=PRESS_2022, tags=("relative", "fixed", "score_bias"), complexity="O(L S)"
 )
 class ALiBi(nn.Module):
-    """Linear distance penalty per head, added to the attention scores.
+    r"""Linear distance penalty per head, added to the attention scores.
 
     Press, Smith, Lewis, "Train Short, Test Long: Attention with Linear Biases Enables Input
     Length Extrapolation", 2022, https://arxiv.org/abs/2108.12409. Bias
     ``b_h(i, j) = -m_h |i - j|`` with the slopes of :func:`alibi_slopes`; under a causal mask it
     is the paper's ``m_h (j - i)``, and without one the symmetric form used by bidirectional
     ALiBi models. No parameters; queries are aligned to the end of the keys when ``L != S``.
+
+    Formula:
+        $$
+        \mathrm{softmax}\!\left(\frac{q_i k_j^\top}{\sqrt{d_h}} - m_h\, |i - j|\right), \qquad
+        m_h = 2^{-8h/n_h}, \; h = 1, \dots, n_h
+        $$
+
+        (slopes for a power-of-two $n_h$; otherwise interleaved as in the paper).
 
     Args:
         num_heads: Heads (one slope each).

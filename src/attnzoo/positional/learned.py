@@ -23,12 +23,18 @@ GEHRING_2017 = Paper(
     "learned", paper=GEHRING_2017, tags=("absolute", "learned", "1d"), complexity="O(L d)"
 )
 class LearnedPositionalEmbedding(AdditivePositionalTable):
-    """A trainable ``(max_len, dim)`` table added to the tokens, then dropout.
+    r"""A trainable ``(max_len, dim)`` table added to the tokens, then dropout.
 
     Gehring et al., "Convolutional Sequence to Sequence Learning", 2017,
     https://arxiv.org/abs/1705.03122 (also BERT and GPT-2). Initialised from
     ``N(0, init_std^2)`` (0.02 as in BERT/GPT-2). Positions beyond ``max_len`` have no embedding
     and raise ``ValueError``.
+
+    Formula:
+        $$
+        Y_t = \mathrm{Dropout}(X_t + P_{\mathrm{offset} + t}), \qquad
+        P \in \mathbb{R}^{\mathrm{max\_len} \times d}, \quad P \sim \mathcal{N}(0, 0.02^2)
+        $$
 
     Args:
         dim: Model width.

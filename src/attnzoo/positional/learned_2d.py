@@ -21,13 +21,20 @@ MODES = ("bicubic", "bilinear", "nearest")
     "learned_2d", paper=DOSOVITSKIY_2021, tags=("absolute", "learned", "2d"), complexity="O(H W C)"
 )
 class LearnedPositionalEmbedding2d(nn.Module):
-    """A trainable ``(C, gh, gw)`` grid of embeddings added to a feature map or patch grid.
+    r"""A trainable ``(C, gh, gw)`` grid of embeddings added to a feature map or patch grid.
 
     Dosovitskiy et al., "An Image is Worth 16x16 Words", 2021, https://arxiv.org/abs/2010.11929,
     section 3.2: for a grid other than the one trained on, the embeddings are resampled by 2-D
     interpolation (bicubic, as ViT and timm do). ``forward`` interpolates on the fly when
     ``interpolate=True`` and raises otherwise; :meth:`resize` resamples the parameter once, for
     fine-tuning at a new resolution.
+
+    Formula:
+        $$
+        Y = X + \mathrm{interp}(P, (H, W)), \qquad P \in \mathbb{R}^{C \times g_h \times g_w}
+        $$
+
+        with bicubic interpolation when $(H, W) \ne (g_h, g_w)$.
 
     Args:
         dim: Channels ``C``.

@@ -49,7 +49,7 @@ def relative_positions(q_len: int, kv_len: int, device: torch.device | None = No
     "relative", paper=SHAW_2018, tags=("relative", "learned", "score_bias"), complexity="O(L S hd)"
 )
 class RelativePositionEmbedding(nn.Module):
-    """Shaw et al. relative position representations with clipped distances.
+    r"""Shaw et al. relative position representations with clipped distances.
 
     Shaw, Uszkoreit, Vaswani, "Self-Attention with Relative Position Representations", 2018,
     https://arxiv.org/abs/1803.02155. Two learned tables ``w^K, w^V`` of ``2k + 1`` vectors
@@ -60,6 +60,18 @@ class RelativePositionEmbedding(nn.Module):
 
     Use :meth:`attention` for the whole computation, or :meth:`score_bias` (``q . a^K``, add it
     to ``q k^T`` before scaling) and :meth:`value_bias` to build your own.
+
+    Formula:
+        $$
+        \begin{aligned}
+        a^K_{ij} &= w^K_{\mathrm{clip}(j - i,\, -k,\, k)}, \qquad
+        a^V_{ij} = w^V_{\mathrm{clip}(j - i,\, -k,\, k)} \\
+        e_{ij} &= \frac{q_i (k_j + a^K_{ij})^\top}{\sqrt{d_h}}, \qquad
+        z_i = \sum_j \mathrm{softmax}_j(e_{ij})\, (v_j + a^V_{ij})
+        \end{aligned}
+        $$
+
+        with $k$ = `max_distance`.
 
     Args:
         dim: Per-head width ``hd``.

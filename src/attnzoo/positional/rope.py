@@ -23,7 +23,7 @@ SU_2021 = Paper(
     "rope", paper=SU_2021, tags=("relative", "fixed", "rotary"), complexity="O(L hd)"
 )
 class RotaryEmbedding(nn.Module):
-    """Rotate each pair of query/key channels by an angle proportional to the position.
+    r"""Rotate each pair of query/key channels by an angle proportional to the position.
 
     Su et al., "RoFormer: Enhanced Transformer with Rotary Position Embedding", 2021,
     https://arxiv.org/abs/2104.09864. Channel pair ``i`` at position ``m`` is rotated by
@@ -32,6 +32,19 @@ class RotaryEmbedding(nn.Module):
     as in the paper; ``False`` pairs ``(i, i + hd/2)`` as GPT-NeoX and LLaMA do. Angles are
     computed in float64 from the positions of every call (no cache that could serve another
     offset); half inputs are rotated in float32.
+
+    Formula:
+        $$
+        \begin{pmatrix} x'_{2i} \\ x'_{2i+1} \end{pmatrix} =
+        \begin{pmatrix} \cos m\theta_i & -\sin m\theta_i \\ \sin m\theta_i & \cos m\theta_i
+        \end{pmatrix}
+        \begin{pmatrix} x_{2i} \\ x_{2i+1} \end{pmatrix}, \qquad
+        \theta_i = \mathrm{base}^{-2i/d_h}
+        $$
+
+        for the query or key $x$ at position $m$ (pairs $(i, i + d_h/2)$ when `interleaved=False`),
+        so
+        $\langle R_m q, R_n k\rangle$ depends only on $m - n$.
 
     Args:
         dim: Per-head width ``hd`` (even).

@@ -26,7 +26,7 @@ CARION_2020 = Paper(
     "sincos_2d", paper=CARION_2020, tags=("absolute", "fixed", "2d"), complexity="O(H W C)"
 )
 class SinCos2d(nn.Module):
-    """Separate sinusoids for rows and columns, concatenated: DETR's ``PositionEmbeddingSine``.
+    r"""Separate sinusoids for rows and columns, concatenated: DETR's ``PositionEmbeddingSine``.
 
     Carion et al., "End-to-End Object Detection with Transformers", 2020,
     https://arxiv.org/abs/2005.12872. Half of the channels encode the row ``y``, half the column
@@ -36,6 +36,20 @@ class SinCos2d(nn.Module):
     ``normalize=True`` they are divided by the real height/width (``+ eps``) and multiplied by
     ``scale = 2 pi`` so images of any size span the same range. DETR's mask marks padding with
     ``True``; attnzoo's marks real pixels with ``True``.
+
+    Formula:
+        $$
+        \begin{aligned}
+        PE_{(y, x,\, 2i)} &= \sin(\hat y / T^{2i/d'}), & PE_{(y, x,\, 2i+1)} &= \cos(\hat y /
+        T^{2i/d'}) \\
+        PE_{(y, x,\, d' + 2i)} &= \sin(\hat x / T^{2i/d'}), & PE_{(y, x,\, d' + 2i+1)} &= \cos(\hat
+        x / T^{2i/d'})
+        \end{aligned}
+        $$
+
+        with $d' = C/2$, $T$ = `temperature`, $\hat y, \hat x$ the 1-based row and column counted
+        over
+        real pixels, times $2\pi / (H_{\mathrm{real}} + \epsilon)$ when `normalize=True`.
 
     Args:
         dim: Channels ``C`` (a multiple of 4: rows and columns, sine and cosine pairs).

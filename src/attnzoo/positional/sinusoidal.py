@@ -43,7 +43,7 @@ def sinusoid_table(positions: torch.Tensor, dim: int, base: float = 10000.0) -> 
     "sinusoidal", paper=VASWANI_2017, tags=("absolute", "fixed", "1d"), complexity="O(L d)"
 )
 class SinusoidalPositionalEncoding(AdditivePositionalTable):
-    """Fixed sinusoidal encoding added to the tokens, then dropout.
+    r"""Fixed sinusoidal encoding added to the tokens, then dropout.
 
     ``PE[pos, 2i] = sin(pos / 10000^(2i/d))`` and ``PE[pos, 2i+1] = cos(pos / 10000^(2i/d))``
     (Vaswani et al., "Attention Is All You Need", 2017, https://arxiv.org/abs/1706.03762,
@@ -51,6 +51,17 @@ class SinusoidalPositionalEncoding(AdditivePositionalTable):
     a linear function of ``PE[pos]``. The table is a non-persistent buffer (not in the
     ``state_dict``); positions ``offset .. offset + L - 1`` must be below ``max_len``.
     For odd ``dim`` the last channel is a sine.
+
+    Formula:
+        $$
+        \begin{aligned}
+        PE_{(pos,\,2i)} &= \sin\!\left(pos / 10000^{2i/d}\right) \\
+        PE_{(pos,\,2i+1)} &= \cos\!\left(pos / 10000^{2i/d}\right)
+        \end{aligned}
+        \qquad Y = \mathrm{Dropout}(X + PE_{[\mathrm{offset}:\mathrm{offset}+L]})
+        $$
+
+        with $d$ = `dim`; $PE_{pos+k}$ is a linear function of $PE_{pos}$.
 
     Args:
         dim: Model width ``d``.

@@ -54,7 +54,7 @@ def window_relative_index(win_h: int, win_w: int, device=None) -> torch.Tensor:
     complexity="O(M^2) for a window of M tokens",
 )
 class SwinRelativeBias(nn.Module):
-    """Learned 2-D relative position bias of Swin's window attention, one value per offset.
+    r"""Learned 2-D relative position bias of Swin's window attention, one value per offset.
 
     Liu et al., "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows", 2021,
     https://arxiv.org/abs/2103.14030, eq. 4: ``Attention = softmax(Q K^T / sqrt(d) + B) V``
@@ -66,6 +66,16 @@ class SwinRelativeBias(nn.Module):
     interpolation of the ``(2 Wh - 1) x (2 Ww - 1)`` grid, as the official code does when it
     fine-tunes a window-7 checkpoint at window 12; loading the state dict of another square
     window resizes it the same way.
+
+    Formula:
+        $$
+        \mathrm{Attention}(Q, K, V) = \mathrm{softmax}\!\left(\frac{Q K^\top}{\sqrt{d}} + B\right)
+        V,
+        \qquad B_{h,\, ij} = \hat B_h[\Delta y_{ij} + W_h - 1,\; \Delta x_{ij} + W_w - 1]
+        $$
+
+        with $\hat B_h \in \mathbb{R}^{(2W_h - 1) \times (2W_w - 1)}$ learned per head and
+        $(\Delta y, \Delta x)$ the offset of the two tokens in the window.
 
     Args:
         num_heads: Heads (one table each).

@@ -59,13 +59,21 @@ def t5_bucket(
     "t5_bias", paper=RAFFEL_2020, tags=("relative", "learned", "score_bias"), complexity="O(L S)"
 )
 class T5RelativeBias(nn.Module):
-    """Learned scalar bias per head and relative-distance bucket, added to the scores.
+    r"""Learned scalar bias per head and relative-distance bucket, added to the scores.
 
     Raffel et al., "Exploring the Limits of Transfer Learning with a Unified Text-to-Text
     Transformer", 2020, https://arxiv.org/abs/1910.10683: 32 buckets, log-spaced up to 128
     tokens, bidirectional in the encoder and unidirectional in the decoder. T5 adds the bias to
     unscaled scores (it does not divide by ``sqrt(hd)``); pass it as an additive float mask.
     Queries are aligned to the end of the keys (bottom-right) when ``L != S``.
+
+    Formula:
+        $$
+        \mathrm{softmax}\!\left(q_i k_j^\top + b_{h,\, \mathrm{bucket}(j - i)}\right)
+        $$
+
+        with 32 buckets: exact for small $|j - i|$, log-spaced up to 128, separate signs when
+        bidirectional; T5 does not scale by $1/\sqrt{d_h}$.
 
     Args:
         num_heads: Heads (one bias per head and bucket).

@@ -21,7 +21,7 @@ __all__ = ["AdditiveAttention"]
     complexity="O(L S hd) time and memory",
 )
 class AdditiveAttention(AttentionBase):
-    """Additive attention: ``score(q, k) = w_v^T tanh(W_q q + W_k k)``.
+    r"""Additive attention: ``score(q, k) = w_v^T tanh(W_q q + W_k k)``.
 
     Bahdanau, Cho, Bengio, "Neural Machine Translation by Jointly Learning to Align and
     Translate", 2015, https://arxiv.org/abs/1409.0473 (the survey's "additive attention", d2l's
@@ -33,6 +33,14 @@ class AdditiveAttention(AttentionBase):
     this module defaults to one head (``num_heads=1``, unlike ``mha``'s 8) and, to meet the
     sequence contract ``(B, L, C) -> (B, L, C)``, adds ``v_proj`` and ``out_proj``. The score
     broadcasts every query against every key, so memory is ``O(B nh L S hd)``.
+
+    Formula:
+        $$
+        a(q_i, k_j) = w_v^\top \tanh(W_q q_i + W_k k_j), \qquad
+        \mathrm{out}_i = \sum_j \mathrm{softmax}_j\big(a(q_i, k_j)\big)\, v_j
+        $$
+
+        per head, with $v_j = W_v c_j$ and the heads joined by `out_proj`.
 
     Args:
         dim: Query width ``C`` (and output width).

@@ -23,7 +23,7 @@ __all__ = ["L2Attention"]
     complexity="O(L^2 d) time, O(L^2) memory",
 )
 class L2Attention(ScoredAttention):
-    """L2 multi-head self-attention: ``P_ij = softmax_j(-|x_i W^Q - x_j W^K|^2 / sqrt(hd))``.
+    r"""L2 multi-head self-attention: ``P_ij = softmax_j(-|x_i W^Q - x_j W^K|^2 / sqrt(hd))``.
 
     Kim, Papamakarios and Mnih, "The Lipschitz Constant of Self-Attention", ICML 2021,
     https://arxiv.org/abs/2006.04710. Dot-product self-attention is not Lipschitz; replacing
@@ -35,6 +35,16 @@ class L2Attention(ScoredAttention):
     paper's projections have no bias). ``lipschitz=False`` keeps the distance scores with free
     ``k_proj`` and ordinary values ``x W^V``. Distances are computed from the differences (exact
     to rounding far from the origin). Self-attention only, as in the paper.
+
+    Formula:
+        $$
+        P_{ij} = \mathrm{softmax}_j\!\left(-\frac{\lVert x_i W^Q - x_j W^Q
+        \rVert^2}{\sqrt{d_h}}\right),
+        \qquad f(X) = P\, X A W^V, \quad A = \frac{W^Q W^{Q\top}}{\sqrt{d_h}}
+        $$
+
+        per head (`lipschitz=True`); with `lipschitz=False` the keys use their own $W^K$ and the
+        values are $X W^V$.
 
     Args:
         dim: Model width ``C``.

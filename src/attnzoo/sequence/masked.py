@@ -22,7 +22,7 @@ __all__ = ["MaskedAttention"]
     complexity="O(non-empty blocks x bq x bk x d); no (L, S) tensor (block-sparse engine)",
 )
 class MaskedAttention(MultiHeadAttention):
-    """Multi-head attention with a fixed pattern given as a mask function.
+    r"""Multi-head attention with a fixed pattern given as a mask function.
 
     The pattern ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (see :mod:`attnzoo.masks`) is
     intersected with the call's causality and runs on the block-sparse engine
@@ -39,6 +39,16 @@ class MaskedAttention(MultiHeadAttention):
     Whether the pattern depends on the batch element or the head is read from the shape the
     mask function returns on broadcast index grids (FlexAttention's ``B=None`` / ``H=None``):
     a pattern that never looks at ``b`` or ``h`` is stored once.
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_{j \,:\, M(b, h, i, j)} \mathrm{softmax}_j\!\left(
+        \frac{q_i k_j^\top}{\sqrt{d_h}}\right) v_j
+        $$
+
+        where $M$ = `mask_mod` (intersected with causality and padding) and the softmax runs over
+        the
+        allowed keys only.
 
     Args:
         dim: Model width ``C``.

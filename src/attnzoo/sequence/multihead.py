@@ -24,7 +24,7 @@ __all__ = ["MultiHeadAttention"]
     complexity="O(L S d) time; O(L + S) memory on the fast path",
 )
 class MultiHeadAttention(AttentionBase):
-    """Multi-head scaled dot-product attention.
+    r"""Multi-head scaled dot-product attention.
 
     ``head_i = softmax(q_i k_i^T / sqrt(hd)) v_i`` on ``num_heads`` learned projections, then
     ``out_proj(concat(head_1, ..., head_nh))`` (Vaswani et al., "Attention Is All You Need", 2017,
@@ -56,6 +56,18 @@ class MultiHeadAttention(AttentionBase):
     Niculae & Martins 2019, https://arxiv.org/abs/1905.05702; see
     :mod:`attnzoo.functional.normalizers`): weak keys get exactly zero weight. Those calls
     always take the reference path (SDPA knows only softmax).
+
+    Formula:
+        $$
+        \begin{gathered}
+        \mathrm{head}_i = \mathrm{softmax}\!\left(\frac{(X W_i^Q)(C W_i^K)^\top}{\sqrt{d_h}}
+        \right) C W_i^V \\
+        \mathrm{MHA}(X, C) = [\mathrm{head}_1; \dots; \mathrm{head}_{n_h}]\, W^O
+        \end{gathered}
+        $$
+
+        with $C = X$ for self-attention, $d_h$ the head width and $[\,\cdot\,;\cdot\,]$
+        concatenation over heads.
 
     Args:
         dim: Model width ``C``.

@@ -28,7 +28,7 @@ NADARAYA_1964 = Paper(
     complexity="O(L S d)",
 )
 class NadarayaWatsonAttention(AttentionBase):
-    """Nadaraya–Watson kernel regression with a learnable bandwidth, as attention.
+    r"""Nadaraya–Watson kernel regression with a learnable bandwidth, as attention.
 
     ``f(q) = sum_i softmax_i(-((q - k_i) w)^2 / 2) v_i`` — the survey's "parametric" attention
     pooling (d2l ``NWKernelRegression``): a Gaussian kernel whose inverse bandwidth ``w`` is
@@ -41,6 +41,14 @@ class NadarayaWatsonAttention(AttentionBase):
     uniformly from [0, 1); here ``w`` starts at ``init_inverse_bandwidth=1`` so the untrained
     module equals the non-parametric Gaussian pooling ``attnzoo.functional.nadaraya_watson``;
     the default ``num_heads=1`` (not ``mha``'s 8) is the textbook's single kernel.
+
+    Formula:
+        $$
+        f(q) = \sum_i \mathrm{softmax}_i\!\left(-\frac{1}{2}\big(\lVert q - k_i \rVert\,
+        w\big)^2\right) v_i
+        $$
+
+        with a learned inverse bandwidth $w$ per head (initialised at 1).
 
     Args:
         dim: Width ``C`` of queries (and of keys/values without projections).

@@ -26,7 +26,7 @@ __all__ = ["SigmoidAttention"]
     complexity="O(L S d) time, O(L S) memory",
 )
 class SigmoidAttention(ScoredAttention):
-    """Sigmoid attention: ``out_i = sum_j sigmoid(q_i k_j^T / sqrt(hd) + b) v_j``.
+    r"""Sigmoid attention: ``out_i = sum_j sigmoid(q_i k_j^T / sqrt(hd) + b) v_j``.
 
     Ramapuram et al., "Theory, Analysis, and Best Practices for Sigmoid Self-Attention", 2024
     (ICLR 2025), https://arxiv.org/abs/2409.04431. Each weight is an independent sigmoid: rows
@@ -35,6 +35,14 @@ class SigmoidAttention(ScoredAttention):
     one; here ``n`` is the number of *real* keys of each sample (padding excluded, so padding
     never changes a real token's output) unless ``bias`` fixes ``b``. Masked keys and causally
     hidden ones get weight exactly 0; a query with nothing visible returns zeros.
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_j \sigma\!\left(\frac{q_i k_j^\top}{\sqrt{d_h}} + b\right) v_j,
+        \qquad b = -\log n
+        $$
+
+        with $n$ the number of real keys of the sample (unless `bias` fixes $b$); masked keys get 0.
 
     Args:
         dim: Model width ``C``.

@@ -40,7 +40,7 @@ def top_k_mask(scores: torch.Tensor, top_k: int, mask: torch.Tensor | None) -> t
     complexity="O(L S d) time, O(L S) memory",
 )
 class TopKAttention(ScoredAttention):
-    """Top-k attention: each query attends to its ``top_k`` highest-scoring keys only.
+    r"""Top-k attention: each query attends to its ``top_k`` highest-scoring keys only.
 
     Zhao, Lin, Zhang, Ren, Su, Sun, "Explicit Sparse Transformer: Concentrated Attention Through
     Explicit Selection", 2019, https://arxiv.org/abs/1912.11637. Scores ``q k^T / sqrt(hd)``;
@@ -49,6 +49,16 @@ class TopKAttention(ScoredAttention):
     with soft weights, between the survey's soft and hard attention. Gradients flow to the
     selected scores only (the selection itself is piecewise constant). Masked keys are never
     selected; ties at ``t_i`` are all kept; ``top_k >= S`` is ordinary softmax attention.
+
+    Formula:
+        $$
+        \mathrm{out}_i = \sum_j \mathrm{softmax}_j\big(\tilde s_{ij}\big)\, v_j, \qquad
+        \tilde s_{ij} = \begin{cases} s_{ij} & s_{ij} \ge t_i \\ -\infty & \text{otherwise}
+        \end{cases},
+        \quad s_{ij} = \frac{q_i k_j^\top}{\sqrt{d_h}}
+        $$
+
+        with $t_i$ the `top_k`-th largest score of row $i$.
 
     Args:
         dim: Model width ``C``.

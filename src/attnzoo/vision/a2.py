@@ -28,7 +28,7 @@ CHEN_2018 = Paper(
     complexity="O(HWC(m + n) + HWmn)",
 )
 class DoubleAttention(VisionModule):
-    """Double attention block: ``Y = X + proj(A softmax_N(B)^T softmax_n(V))``.
+    r"""Double attention block: ``Y = X + proj(A softmax_N(B)^T softmax_n(V))``.
 
     Chen, Kalantidis, Li, Yan, Feng, "A^2-Nets: Double Attention Networks", NeurIPS 2018,
     https://arxiv.org/abs/1810.11579. With ``N`` the number of positions (``H*W``) and 1x1
@@ -50,6 +50,15 @@ class DoubleAttention(VisionModule):
     our choice: the paper does not fix one width for all stages. C=64, m=n=16: 4,208 parameters.
     With a single position (``N = 1``) both softmaxes are constant, so ``theta`` and ``rho`` get
     zero gradients there.
+
+    Formula:
+        $$
+        G = \phi(X)\, \mathrm{softmax}_{N}(\theta(X))^\top, \qquad
+        Z = G\, \mathrm{softmax}_{n}(\rho(X)), \qquad Y = X + \mathrm{proj}(Z)
+        $$
+
+        gather: $n$ descriptors pooled over the $N = HW$ positions; distribute: each position mixes
+        them.
 
     Args:
         channels: Input channels ``C``.

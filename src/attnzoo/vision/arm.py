@@ -29,7 +29,7 @@ YU_2018 = Paper(
     complexity="O(9 HW C C_out + C_out^2)",
 )
 class AttentionRefinement(VisionModule):
-    """Attention Refinement Module: ``f * sigmoid(BN(conv1x1(GAP(f))))`` with ``f = conv(x)``.
+    r"""Attention Refinement Module: ``f * sigmoid(BN(conv1x1(GAP(f))))`` with ``f = conv(x)``.
 
     Yu, Wang, Peng, Gao, Yu, Sang, "BiSeNet: Bilateral Segmentation Network for Real-time
     Semantic Segmentation", ECCV 2018, https://arxiv.org/abs/1808.00897 (Fig. 3a). The context
@@ -42,6 +42,12 @@ class AttentionRefinement(VisionModule):
     (``f = x``, 4,224 parameters for ``C = 64``). Submodules: ``conv`` (the 3x3 ConvBNReLU),
     ``attn_conv`` and ``attn_norm`` (the 1x1 conv and its BN), ``gate``. The gate's BN sees one
     value per channel and sample, so training needs a batch of at least 2.
+
+    Formula:
+        $$
+        F = \mathrm{ConvBNReLU}(X), \qquad Y = F \odot \sigma\big(\mathrm{BN}(W\,
+        \mathrm{GAP}(F))\big)
+        $$
 
     Args:
         channels: Input channels ``C``.

@@ -23,7 +23,7 @@ PARK_2018 = Paper(
 
 @VISION.register("bam", paper=PARK_2018, tags=("mixed", "gating"), complexity="O(HW C^2/r)")
 class BAM(VisionModule):
-    """BAM: ``out = x * (1 + sigmoid(Mc(x) + Ms(x)))``.
+    r"""BAM: ``out = x * (1 + sigmoid(Mc(x) + Ms(x)))``.
 
     Park, Woo, Lee, Kweon, "BAM: Bottleneck Attention Module", BMVC 2018,
     https://arxiv.org/abs/1807.06514. The two branches run in parallel on ``x`` (paper eqs. 1-4):
@@ -49,6 +49,13 @@ class BAM(VisionModule):
     least 2 (as in the official code). The biases of the layers placed right before a BN are
     redundant in training mode (their gradient is zero up to round-off); they are kept to match
     the official parameter count.
+
+    Formula:
+        $$
+        Y = X \odot \big(1 + \sigma(M_c(X) + M_s(X))\big), \qquad
+        M_c = \mathrm{BN}(\mathrm{MLP}(\mathrm{GAP}(X))), \;
+        M_s = \mathrm{BN}(f_{1\times1}(f^{d}_{3\times3}(f^{d}_{3\times3}(f_{1\times1}(X)))))
+        $$
 
     Args:
         channels: Input channels ``C``.

@@ -24,7 +24,7 @@ WOO_2018 = Paper(
     "cbam", paper=WOO_2018, tags=("mixed", "gating"), complexity="O(HWC + C^2/r + k^2 HW)"
 )
 class CBAM(VisionModule):
-    """CBAM: ``x' = x * Mc(x)``, then ``out = x' * Ms(x')``.
+    r"""CBAM: ``x' = x * Mc(x)``, then ``out = x' * Ms(x')``.
 
     Woo, Park, Lee, Kweon, "CBAM: Convolutional Block Attention Module", ECCV 2018,
     https://arxiv.org/abs/1807.06521. Channel attention (paper eq. 2):
@@ -39,6 +39,17 @@ class CBAM(VisionModule):
     parameters; ``mlp_bias=False, spatial_norm=False`` gives the bare paper form (610). The
     spatial input order is ``[max, mean]`` as in the official code (the paper writes
     ``[avg; max]``, timm uses ``[mean, max]``: flip the conv weight on dim 1 when copying).
+
+    Formula:
+        $$
+        \begin{aligned}
+        M_c(X) &= \sigma\big(\mathrm{MLP}(\mathrm{AvgPool}(X)) +
+        \mathrm{MLP}(\mathrm{MaxPool}(X))\big),
+        & X' &= M_c(X) \odot X \\
+        M_s(X') &= \sigma\big(\mathrm{BN}(f^{7\times 7}([\max_c X'; \mathrm{mean}_c X']))\big),
+        & Y &= M_s(X') \odot X'
+        \end{aligned}
+        $$
 
     Args:
         channels: Input channels ``C``.

@@ -29,7 +29,7 @@ HUANG_2019 = Paper(
     complexity="O(HW (H + W) C) per recurrence",
 )
 class CrissCrossAttention(VisionModule):
-    """Recurrent criss-cross attention: ``x <- x + gamma * sum_{u in cross(i, j)} A_u V_u``.
+    r"""Recurrent criss-cross attention: ``x <- x + gamma * sum_{u in cross(i, j)} A_u V_u``.
 
     Huang, Wang, Huang, Huang, Wei, Liu, "CCNet: Criss-Cross Attention for Semantic
     Segmentation", 2019, https://arxiv.org/abs/1811.11721. ``query_conv`` and ``key_conv`` are
@@ -46,6 +46,16 @@ class CrissCrossAttention(VisionModule):
     pass a pixel sees its row and column (``H + W - 1`` pixels); after two, every pixel. The
     official RCCA head also wraps this in ``3x3`` ConvBNReLU layers, which are not part of the
     attention and are left to the network.
+
+    Formula:
+        $$
+        y_{ij} = x_{ij} + \gamma \sum_{u \in \Omega(i, j)} \mathrm{softmax}_u\big(Q_{ij}^\top
+        K_u\big)\,
+        V_u
+        $$
+
+        with $\Omega(i, j)$ the pixels of row $i$ and column $j$ (the pixel counted once), applied
+        `recurrence` times (2 by default).
 
     Args:
         channels: Input channels ``C``.

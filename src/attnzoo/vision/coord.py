@@ -26,7 +26,7 @@ HOU_2021 = Paper(
     "coord", paper=HOU_2021, tags=("mixed", "gating"), complexity="O(HWC + (H + W) C^2 / r)"
 )
 class CoordAttention(VisionModule):
-    """Coordinate attention: ``out[c, i, j] = x[c, i, j] * g_h[c, i] * g_w[c, j]``.
+    r"""Coordinate attention: ``out[c, i, j] = x[c, i, j] * g_h[c, i] * g_w[c, j]``.
 
     Hou, Zhou, Feng, "Coordinate Attention for Efficient Mobile Network Design", CVPR 2021,
     https://arxiv.org/abs/2103.02907. Strip pooling gives ``z_h = mean_W(x)`` ``(B, C, H, 1)`` and
@@ -44,6 +44,17 @@ class CoordAttention(VisionModule):
     ``C <= 280`` (multiples of 8); pass ``rd_channels`` to match it elsewhere. The ``conv1``
     bias sits right before ``bn1``, so in training mode its gradient is zero up to round-off
     (kept, as in the official code).
+
+    Formula:
+        $$
+        \begin{gathered}
+        z^h_c(i) = \frac{1}{W}\sum_j x_c(i, j), \quad z^w_c(j) = \frac{1}{H}\sum_i x_c(i, j), \quad
+        f = \delta(\mathrm{BN}(F_1([z^h, z^w]))) \\
+        y_c(i, j) = x_c(i, j)\; \sigma(F_h(f^h))_c(i)\; \sigma(F_w(f^w))_c(j)
+        \end{gathered}
+        $$
+
+        with $\delta$ = h-swish.
 
     Args:
         channels: Input channels ``C``.

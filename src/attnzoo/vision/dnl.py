@@ -26,7 +26,7 @@ YIN_2020 = Paper(
     complexity="O((HW)^2 C)",
 )
 class DisentangledNonLocal2d(NonLocal2d):
-    """Disentangled non-local block: ``x + W_z sum_j (w_pair(i, j) + w_unary(j)) g(x_j)``.
+    r"""Disentangled non-local block: ``x + W_z sum_j (w_pair(i, j) + w_unary(j)) g(x_j)``.
 
     Yin, Yao, Cao, Li, Zhang, Lin, Hu, "Disentangled Non-Local Neural Networks", 2020,
     https://arxiv.org/abs/2006.06668. The embedded-Gaussian :class:`NonLocal2d` (same
@@ -52,6 +52,14 @@ class DisentangledNonLocal2d(NonLocal2d):
     the softmax, so these three always get zero gradients. The official code's
     zero-initialised gain on the pairwise term is not used (``conv_out`` already starts at
     zero). No sub-sampling.
+
+    Formula:
+        $$
+        z_i = x_i + W_z \sum_j \Big[\mathrm{softmax}_j\Big(\frac{(q_i - \mu_q)^\top (k_j - \mu_k)}
+        {\sqrt{d}\, \tau}\Big) + \mathrm{softmax}_j(W_m x_j)\Big]\, g(x_j)
+        $$
+
+        whitened pairwise term plus unary term, $\tau = 0.05$.
 
     Args:
         channels: Input channels ``C``.

@@ -51,7 +51,7 @@ def eca_kernel_size(channels: int, *, gamma: float = 2.0, b: float = 1.0) -> int
 
 @VISION.register("eca", paper=WANG_2020, tags=("channel", "gating"), complexity="O(HWC + kC)")
 class EfficientChannelAttention(VisionModule):
-    """Efficient Channel Attention: ``x * sigmoid(conv1d_k(GAP(x)))`` over the channel axis.
+    r"""Efficient Channel Attention: ``x * sigmoid(conv1d_k(GAP(x)))`` over the channel axis.
 
     Wang, Wu, Zhu, Li, Zuo, Hu, "ECA-Net: Efficient Channel Attention for Deep Convolutional
     Neural Networks", 2020, https://arxiv.org/abs/1910.03151. The pooled descriptor ``GAP(x)`` is
@@ -62,6 +62,14 @@ class EfficientChannelAttention(VisionModule):
     ``kernel_size`` is given. Same output as the official ``eca_layer`` (given the same ``k``)
     and as timm's ``EcaModule`` for ``C >= 8``; below that the paper rule gives ``k = 1``, which
     timm raises to 3. The gate lies in ``(0, 1)``. Accepts 1-D, 2-D and 3-D maps.
+
+    Formula:
+        $$
+        Y = \sigma\big(\mathrm{conv1d}_k(\mathrm{GAP}(X))\big) \odot X, \qquad
+        k = \left|\frac{\log_2 C + b}{\gamma}\right|_{\mathrm{odd}}, \; \gamma = 2, \; b = 1
+        $$
+
+        the 1-D convolution running over the channel axis, without bias.
 
     Args:
         channels: Input channels ``C``.

@@ -109,7 +109,7 @@ def dct_filters(
     "fca", paper=QIN_2021, tags=("channel", "gating", "frequency"), complexity="O(HWC + C^2/r)"
 )
 class FrequencyChannelAttention(VisionModule):
-    """Multi-spectral channel attention: ``x * sigmoid(fc2(relu(fc1(DCT_pool(x)))))``.
+    r"""Multi-spectral channel attention: ``x * sigmoid(fc2(relu(fc1(DCT_pool(x)))))``.
 
     Qin, Zhang, Wu, Li, "FcaNet: Frequency Channel Attention Networks", 2021,
     https://arxiv.org/abs/2012.11879. GAP is the lowest frequency of the 2-D DCT; FcaNet pools
@@ -125,6 +125,16 @@ class FrequencyChannelAttention(VisionModule):
     ``dct_size`` must be a multiple of 7. The official ResNets use ``dct_size`` 56, 28, 14, 7
     for the stages with 64, 128, 256, 512 bottleneck planes; our default 7 suits any input.
     The gate lies in ``(0, 1)``. 2-D maps only.
+
+    Formula:
+        $$
+        \mathrm{Freq}_c = \sum_{h, w} x_c(h, w)\, B_{u_k}(h)\, B_{v_k}(w), \qquad
+        Y = X \odot \sigma\big(W_2\, \delta(W_1\, \mathrm{Freq})\big)
+        $$
+
+        with $B_u(h) = \cos\big(\pi u (h + \tfrac12) / H\big)$ and frequency $(u_k, v_k)$ for
+        channel
+        group $k$ (`top16`).
 
     Args:
         channels: Input channels ``C``.

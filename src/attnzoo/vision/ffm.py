@@ -23,7 +23,7 @@ __all__ = ["FeatureFusion"]
     complexity="O(HW C C_out + C_out^2/r)",
 )
 class FeatureFusion(VisionModule):
-    """Feature Fusion Module: ``f * (1 + a)``, ``f = ConvBNReLU(cat[x_sp, x_cp])``, SE-style ``a``.
+    r"""Feature Fusion Module: ``f * (1 + a)``, ``f = ConvBNReLU(cat[x_sp, x_cp])``, SE-style ``a``.
 
     Yu, Wang, Peng, Gao, Yu, Sang, "BiSeNet: Bilateral Segmentation Network for Real-time
     Semantic Segmentation", ECCV 2018, https://arxiv.org/abs/1808.00897 (Fig. 3b). The spatial-path
@@ -43,6 +43,12 @@ class FeatureFusion(VisionModule):
     the other ``C - spatial_channels``. The output is ``(B, C_out, H, W)`` with
     ``C_out = out_channels`` (default ``C // 2``, the width of each input in the symmetric case).
     :attr:`input_channels` holds the two input widths.
+
+    Formula:
+        $$
+        F = \mathrm{ConvBNReLU}_{1\times1}([X_{sp}; X_{cp}]), \quad
+        a = \sigma\big(W_2\, \delta(W_1\, \mathrm{GAP}(F))\big), \quad Y = F + F \odot a
+        $$
 
     Args:
         channels: Total input channels ``C`` of the two maps together.

@@ -48,7 +48,7 @@ def _extent_avg_pool(x: torch.Tensor, extent: int) -> torch.Tensor:
     complexity="O(HWC)",
 )
 class GatherExcite(VisionModule):
-    """Gather-Excite: ``out = x * sigmoid(upsample(mlp(gather(x))))``.
+    r"""Gather-Excite: ``out = x * sigmoid(upsample(mlp(gather(x))))``.
 
     Hu, Shen, Albanie, Sun, Vedaldi, "Gather-Excite: Exploiting Feature Context in Convolutional
     Neural Networks", NeurIPS 2018, https://arxiv.org/abs/1810.12348. The gather operator
@@ -71,6 +71,15 @@ class GatherExcite(VisionModule):
     timm 1.0.31 cannot build ``use_mlp=True`` or ``extra_params=True`` (it passes ``*dd`` where
     ``**dd`` is meant and raises ``TypeError``); the parameter-free variant agrees with
     ``GatherExcite(C, use_mlp=False, extent=e)``.
+
+    Formula:
+        $$
+        Y = X \odot \sigma\big(\mathrm{Up}(\xi_G(X))\big)
+        $$
+
+        with $\xi_G$ average pooling over extent $e$ (global by default; no parameters),
+        $\mathrm{Up}$
+        nearest-neighbour resizing back to $H \times W$.
 
     Args:
         channels: Input channels ``C``.

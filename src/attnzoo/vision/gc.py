@@ -104,7 +104,7 @@ class ContextTransform(nn.Module):
     complexity="O(HWC + C^2/r)",
 )
 class GlobalContext(VisionModule):
-    """Global context (GC) block: ``x + transform(sum_j softmax_j(W_k x_j) x_j)``.
+    r"""Global context (GC) block: ``x + transform(sum_j softmax_j(W_k x_j) x_j)``.
 
     Cao, Xu, Lin, Wei, Hu, "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and
     Beyond", 2019, https://arxiv.org/abs/1904.11492. The three steps of the paper's framework:
@@ -123,6 +123,14 @@ class GlobalContext(VisionModule):
     identity. Consequently, at init only ``channel_add.fc2`` receives a non-zero gradient; every
     other parameter does once ``fc2`` has moved. The ``conv_mask`` bias never does (softmax is
     shift invariant). LayerNorm eps is PyTorch's/mmcv's ``1e-5`` (timm uses ``1e-6``).
+
+    Formula:
+        $$
+        Y_i = X_i + W_{v2}\, \delta\Big(\mathrm{LN}\Big(W_{v1} \sum_j
+        \frac{e^{W_k x_j}}{\sum_m e^{W_k x_m}}\, x_j\Big)\Big)
+        $$
+
+        the same global context added to every position $i$.
 
     Args:
         channels: Input channels ``C``.

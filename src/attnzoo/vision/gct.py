@@ -24,7 +24,7 @@ YANG_2020 = Paper(
     "gct", paper=YANG_2020, tags=("channel", "gating", "normalization"), complexity="O(HWC)"
 )
 class GatedChannelTransform(VisionModule):
-    """GCT: ``x * (1 + tanh(gamma * s_hat + beta))`` with ``s_hat`` channel-normalised.
+    r"""GCT: ``x * (1 + tanh(gamma * s_hat + beta))`` with ``s_hat`` channel-normalised.
 
     Yang, Zhu, Wu, Yang, "Gated Channel Transformation for Visual Recognition", 2020,
     https://arxiv.org/abs/1909.11519. Three steps, each with ``C`` parameters (``3C`` in all):
@@ -42,6 +42,17 @@ class GatedChannelTransform(VisionModule):
     it flows once ``gamma`` moves. The parameters are stored with shape ``(C,)`` (the official
     code uses ``(1, C, 1, 1)``; reshape when loading its weights). The authors advise no weight
     decay on ``beta``. Accepts 1-D, 2-D and 3-D maps.
+
+    Formula:
+        $$
+        \begin{gathered}
+        s_c = \alpha_c \Big(\sum_{h,w} x_c^2 + \epsilon\Big)^{1/2}, \qquad
+        \hat s_c = \frac{\sqrt{C}\, s_c}{\big(\sum_c s_c^2 + \epsilon\big)^{1/2}} \\
+        Y_c = X_c \big(1 + \tanh(\gamma_c \hat s_c + \beta_c)\big)
+        \end{gathered}
+        $$
+
+        (`mode="l2"`; $\gamma = \beta = 0$ at initialisation, so the module starts as the identity).
 
     Args:
         channels: Input channels ``C``.

@@ -52,7 +52,7 @@ def covariance_pool(z: torch.Tensor) -> torch.Tensor:
     complexity="O(HWCd + HWd^2 + d^2 C)",
 )
 class GlobalSecondOrderPooling(VisionModule):
-    """GSoP channel attention: ``x * sigmoid(fc(row_conv(BN(Cov(reduce(relu(x)))))))``.
+    r"""GSoP channel attention: ``x * sigmoid(fc(row_conv(BN(Cov(reduce(relu(x)))))))``.
 
     Gao, Xie, Wang, Li, "Global Second-order Pooling Convolutional Networks", 2019,
     https://arxiv.org/abs/1811.12006. The channel-wise GSoP block of GSoP-Net1, as in the official
@@ -75,6 +75,15 @@ class GlobalSecondOrderPooling(VisionModule):
     The gate lies in ``(0, 1)`` and is constant over space. A ``1 x 1`` map has zero
     covariance, so the gate then depends on the biases only and the layers before the pooling
     get zero gradients. 2-D maps only.
+
+    Formula:
+        $$
+        Y = X \odot
+        \sigma\Big(\mathrm{fc}\big(\mathrm{rowconv}(\mathrm{BN}(\mathrm{Cov}(Z)))\big)\Big),
+        \qquad Z = \mathrm{reduce}(\mathrm{ReLU}(X)) \in \mathbb{R}^{d \times N}
+        $$
+
+        with $\mathrm{Cov}(Z) = Z \bar I Z^\top$ the $d \times d$ covariance over the $N$ positions.
 
     Args:
         channels: Input channels ``C``.

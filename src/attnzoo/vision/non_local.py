@@ -38,7 +38,7 @@ def _tokens(x: torch.Tensor) -> torch.Tensor:
     complexity="O((HW)^2 C)",
 )
 class NonLocal2d(VisionModule):
-    """Non-local block: ``z_i = x_i + BN(W_z sum_j f(x_i, x_j) g(x_j) / C(x))``.
+    r"""Non-local block: ``z_i = x_i + BN(W_z sum_j f(x_i, x_j) g(x_j) / C(x))``.
 
     Wang, Girshick, Gupta, He, "Non-local Neural Networks", 2018,
     https://arxiv.org/abs/1711.07971. ``theta``, ``phi`` and ``g`` are ``1x1`` convolutions
@@ -69,6 +69,14 @@ class NonLocal2d(VisionModule):
     ``use_scale=True`` (default) divides the logits by ``sqrt(d)`` (``d = C/2``, or ``C`` in
     ``"gaussian"`` mode). ``use_scale=False`` gives the paper's equation. timm's
     ``NonLocalAttn`` scales by ``C**-0.5`` instead and defaults to ``C/8`` inner channels.
+
+    Formula:
+        $$
+        y_i = \sum_j \mathrm{softmax}_j\big(\theta(x_i)^\top \phi(x_j)\big)\, g(x_j), \qquad
+        z_i = x_i + \mathrm{BN}(W_z\, y_i)
+        $$
+
+        (`mode="embedded_gaussian"`; $\theta, \phi, g$ are 1x1 convolutions $C \to C/2$).
 
     Args:
         channels: Input channels ``C``.

@@ -33,7 +33,7 @@ VOLO_HEAD_DIM = 32  # every VOLO variant uses 32 channels per outlook head
     complexity="O(HW C K^4 nh / s^2)",
 )
 class OutlookAttention(VisionModule):
-    """Outlook attention: window weights generated from the centre pixel, folded back by summing.
+    r"""Outlook attention: window weights generated from the centre pixel, folded back by summing.
 
     Yuan, Hou, Jiang, Feng, Yan, "VOLO: Vision Outlooker for Visual Recognition", 2021,
     https://arxiv.org/abs/2106.13112 (paper eqs. 2-4). ``v`` (``1x1``, no bias by default) gives
@@ -54,6 +54,16 @@ class OutlookAttention(VisionModule):
     Defaults: ``K = 3``, padding 1 and stride 1 as in the paper's equations and timm's class
     (VOLO's outlooker stages call it with ``stride=2``); ``channels // 32`` heads (VOLO uses
     32 channels per head throughout; at least one head).
+
+    Formula:
+        $$
+        A_{(i,j)} = \mathrm{softmax}\!\left(\frac{W_A\, \bar x_{(i,j)}}{\sqrt{d_h}}\right) \in
+        \mathbb{R}^{K^2 \times K^2}, \qquad
+        Y = \mathrm{proj}\Big(\mathrm{Fold}\big(\{A_{(i,j)}\, V_{\Delta(i,j)}\}\big)\Big)
+        $$
+
+        with $\bar x$ the centre pixel (average-pooled by `stride`), $V_{\Delta}$ the $K \times K$
+        window of values; overlapping windows are summed.
 
     Args:
         channels: Input channels ``C``.

@@ -31,7 +31,7 @@ PSA_MODES = ("parallel", "sequential")
     complexity="O(HWC^2)",
 )
 class PolarizedSelfAttention(VisionModule):
-    """Polarized self-attention: ``A_ch(x) * x + A_sp(x) * x`` (parallel) or ``A_sp(A_ch(x) x)``.
+    r"""Polarized self-attention: ``A_ch(x) * x + A_sp(x) * x`` (parallel) or ``A_sp(A_ch(x) x)``.
 
     Liu, Liu, Fan, Huang, "Polarized Self-Attention: Towards High-quality Pixel-wise
     Regression", 2021, https://arxiv.org/abs/2107.00782. Paper equations 1-5 (all convolutions
@@ -51,6 +51,19 @@ class PolarizedSelfAttention(VisionModule):
     branch, a GC-style bottleneck for ``ch_wz`` in the sequential layout, and the spatial softmax
     taken over positions instead of channels; that variant is not offered. The output does not
     depend on the ``ch_wq`` bias (softmax shift), so its gradient is zero.
+
+    Formula:
+        $$
+        \begin{aligned}
+        A_{ch}(X) &= \sigma\Big(\mathrm{LN}\big(W_z\, (W_v X)\, \mathrm{softmax}_{HW}(W_q
+        X)^\top\big)\Big) \\
+        A_{sp}(X) &= \sigma\Big(\mathrm{softmax}\big(\mathrm{GAP}(W'_q X)\big)^\top W'_v X\Big),
+        \qquad
+        Y = A_{ch}(X) \odot X + A_{sp}(X) \odot X
+        \end{aligned}
+        $$
+
+        (`mode="parallel"`; `"sequential"` gives $A_{sp}(X')\odot X'$ with $X' = A_{ch}(X)\odot X$).
 
     Args:
         channels: Input channels ``C``.

@@ -75,7 +75,7 @@ def _upsample(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
     complexity="O(HWC^2)",
 )
 class ResidualAttention(VisionModule):
-    """Attention module of the Residual Attention Network: ``H = (1 + M(x)) * T(x)``.
+    r"""Attention module of the Residual Attention Network: ``H = (1 + M(x)) * T(x)``.
 
     Wang, Jiang, Qian, Yang, Li, Zhang, Wang, Tang, "Residual Attention Network for Image
     Classification", 2017, https://arxiv.org/abs/1704.06904. ``p`` pre-processing residual units
@@ -100,6 +100,14 @@ class ResidualAttention(VisionModule):
     defaults and ``C = 64``
     the module has 35,712 parameters (6 units of 4,544 plus the 8,448-parameter mask head).
     Spatial size is preserved for any ``H, W`` (a ``1x1`` map pools to ``1x1``).
+
+    Formula:
+        $$
+        H(X) = \big(1 + M(X)\big) \odot T(X)
+        $$
+
+        with $T$ the trunk branch and $M \in (0, 1)$ the soft mask branch (an hourglass ending in a
+        sigmoid).
 
     Args:
         channels: Input and output channels ``C`` (at least 4 for the ``C/4`` bottleneck).

@@ -27,7 +27,7 @@ CHEN_2018 = Paper(
     complexity="O(HW (C m + 9 m^2))",
 )
 class ReverseAttention(VisionModule):
-    """Reverse attention block: ``S_i = convs(A * F_i) + Up(S_{i+1})``, ``A = 1 - sigmoid(Up(S))``.
+    r"""Reverse attention block: ``S_i = convs(A * F_i) + Up(S_{i+1})``, ``A = 1 - sigmoid(Up(S))``.
 
     Chen, Tan, Wang, Hu, "Reverse Attention for Salient Object Detection", ECCV 2018,
     https://arxiv.org/abs/1807.09940. A side output ``S_{i+1}`` (one-channel saliency logits from a
@@ -49,6 +49,14 @@ class ReverseAttention(VisionModule):
     backbone feature ``x`` of shape ``(B, C, H, W)`` and the deeper side output ``side`` of shape
     ``(B, 1, h, w)`` (logits, any ``h, w``), and returns the refined side output ``(B, 1, H, W)``
     (logits). :attr:`input_channels` is ``(C, 1)``.
+
+    Formula:
+        $$
+        A = 1 - \sigma\big(\mathrm{Up}(S_{i+1})\big), \qquad
+        S_i = \mathrm{convs}(A \odot F_i) + \mathrm{Up}(S_{i+1})
+        $$
+
+        with $S_{i+1}$ the deeper side output (one channel) and $F_i$ the backbone feature.
 
     Args:
         channels: Channels ``C`` of the backbone feature ``x``.

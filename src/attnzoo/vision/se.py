@@ -22,7 +22,7 @@ HU_2018 = Paper(
 
 @VISION.register("se", paper=HU_2018, tags=("channel", "gating"), complexity="O(HWC + C^2/r)")
 class SqueezeExcite(VisionModule):
-    """Squeeze-and-Excitation: ``x * sigmoid(fc2(relu(fc1(GAP(x)))))``.
+    r"""Squeeze-and-Excitation: ``x * sigmoid(fc2(relu(fc1(GAP(x)))))``.
 
     Hu, Shen, Albanie, Sun, Wu, "Squeeze-and-Excitation Networks", 2018,
     https://arxiv.org/abs/1709.01507. Squeeze (eq. 2): ``z = GAP(x)`` gives one descriptor per
@@ -34,6 +34,14 @@ class SqueezeExcite(VisionModule):
     channels), pass ``rd_channels`` to reproduce that. ``fc1``/``fc2`` are ``nn.Linear`` (the
     official 1x1 convolutions on a pooled map are the same map). The gate lies in ``(0, 1)`` and
     is constant over space. Accepts 1-D, 2-D and 3-D maps.
+
+    Formula:
+        $$
+        s = \sigma\big(W_2\, \delta(W_1\, \mathrm{GAP}(X))\big), \qquad Y = s \odot X,
+        \qquad W_1 \in \mathbb{R}^{C/r \times C}, \; W_2 \in \mathbb{R}^{C \times C/r}
+        $$
+
+        with $\delta$ = ReLU, biases in both layers and $r = 16$.
 
     Args:
         channels: Input channels ``C``.

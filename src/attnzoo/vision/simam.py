@@ -24,7 +24,7 @@ YANG_2021 = Paper(
     "simam", paper=YANG_2021, tags=("mixed", "gating", "parameter_free"), complexity="O(HWC)"
 )
 class SimAM(VisionModule):
-    """SimAM: ``out = x * sigmoid(1 / e*)``, one weight per neuron, no parameters.
+    r"""SimAM: ``out = x * sigmoid(1 / e*)``, one weight per neuron, no parameters.
 
     Yang, Zhang, Li, Xie, "SimAM: A Simple, Parameter-Free Attention Module for Convolutional
     Neural Networks", ICML 2021, https://proceedings.mlr.press/v139/yang21o.html. The minimal
@@ -38,6 +38,15 @@ class SimAM(VisionModule):
     number of positions and ``lambda = 1e-4``. Deviation: for a single position (``n = 1``) the
     official code divides 0 by 0 (NaN); here the divisor is clamped to 1, so ``s^2 = 0`` and the
     gate is ``sigmoid(0.5)``.
+
+    Formula:
+        $$
+        Y = X \odot \sigma\!\left(\frac{1}{e^*}\right), \qquad
+        \frac{1}{e^*} = \frac{(t - \mu)^2}{4(\hat\sigma^2 + \lambda)} + 0.5
+        $$
+
+        per neuron $t$, with $\mu, \hat\sigma^2$ its channel's mean and variance ($n - 1$ divisor)
+        and $\lambda = 10^{-4}$.
 
     Args:
         channels: Input channels ``C`` (checked only; the module has no parameters).

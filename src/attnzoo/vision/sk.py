@@ -133,7 +133,7 @@ class BranchAttention(nn.Module):
     complexity="O(HW M C^2 9/G + C d M)",
 )
 class SelectiveKernel(VisionModule):
-    """Selective Kernel convolution: ``sum_m softmax_m(attn) * relu(BN(conv_m(x)))``.
+    r"""Selective Kernel convolution: ``sum_m softmax_m(attn) * relu(BN(conv_m(x)))``.
 
     Li, Wang, Hu, Yang, "Selective Kernel Networks", 2019, https://arxiv.org/abs/1903.06586.
     Split: ``M`` grouped convolution branches ``U_m = relu(BN(conv_m(x)))`` with kernels 3x3,
@@ -150,6 +150,17 @@ class SelectiveKernel(VisionModule):
     layer of the SKNet bottleneck), so its output is the selected branches, not ``x`` rescaled.
     Submodules: ``branches`` (``ConvNormAct``), ``attn`` (:class:`BranchAttention`, with
     ``fc1``/``norm``/``fc2`` and the softmax ``gate``). 2-D maps only.
+
+    Formula:
+        $$
+        \begin{gathered}
+        U_m = \delta(\mathrm{BN}(\mathrm{conv}_m(X))), \quad
+        z = \delta\big(\mathrm{BN}(W\, \mathrm{GAP}(\textstyle\sum_m U_m))\big) \\
+        a_m = \mathrm{softmax}_m(W'_m z), \qquad Y = \textstyle\sum_m a_m \odot U_m
+        \end{gathered}
+        $$
+
+        with $M = 2$ branches (3x3 and dilated 3x3), $W: C \to \max(C/r, 32)$.
 
     Args:
         channels: Input and output channels ``C``.

@@ -28,7 +28,7 @@ ZHANG_2020 = Paper(
     complexity="O(HW k^2 C^2 / K + C^2 R)",
 )
 class SplitAttention(VisionModule):
-    """Split attention: ``sum_r a_r * U_r`` over the ``R`` radix splits of a grouped conv.
+    r"""Split attention: ``sum_r a_r * U_r`` over the ``R`` radix splits of a grouped conv.
 
     Zhang et al., "ResNeSt: Split-Attention Networks", 2020, https://arxiv.org/abs/2004.08955
     (``SplAtConv2d`` of the official code). A ``k x k`` convolution ``C -> R C`` with ``K R``
@@ -45,6 +45,16 @@ class SplitAttention(VisionModule):
     ResNeSt bottleneck), so the output is not ``x`` rescaled. Submodules: ``conv``
     (``ConvNormAct``) and ``attn`` (:class:`~attnzoo.vision.sk.BranchAttention`, shared with SK,
     holding ``fc1``/``norm``/``fc2`` and the r-softmax ``gate``). 2-D maps only.
+
+    Formula:
+        $$
+        a_r = \mathrm{softmax}_r\Big(\mathrm{fc}_2\big(\delta(\mathrm{BN}(\mathrm{fc}_1(\mathrm{GAP}
+                a_r =
+        \mathrm{softmax}_r\Big(\mathrm{fc}_2\big(\delta(\mathrm{BN}(\mathrm{fc}_1(\mathrm{GAP}(
+        \textstyle\sum_r U_r))))\big)\Big), \qquad Y = \textstyle\sum_r a_r \odot U_r
+        $$
+
+        over the $R$ radix splits $U_r$ of each cardinal group (a sigmoid when $R = 1$).
 
     Args:
         channels: Input and output channels ``C``; divisible by ``radix * cardinality``.

@@ -23,7 +23,7 @@ LEE_2019 = Paper(
 
 @VISION.register("srm", paper=LEE_2019, tags=("channel", "gating"), complexity="O(HWC)")
 class StyleRecalibration(VisionModule):
-    """Style-based recalibration: ``x * sigmoid(BN(w_c1 * mean_c + w_c2 * std_c))``.
+    r"""Style-based recalibration: ``x * sigmoid(BN(w_c1 * mean_c + w_c2 * std_c))``.
 
     Lee, Kim, Nam, "SRM: A Style-based Recalibration Module for Convolutional Neural Networks",
     2019, https://arxiv.org/abs/1903.10829. Style pooling: per channel the mean
@@ -39,6 +39,13 @@ class StyleRecalibration(VisionModule):
     in training, while ``norm.weight`` gets a zero gradient until ``cfc`` moves off zero. The
     gate lies in ``(0, 1)``. Accepts 1-D, 2-D and 3-D maps (the style statistics are over all
     spatial dims).
+
+    Formula:
+        $$
+        \mu_c = \frac{1}{HW}\sum_{h,w} x_c, \quad
+        \sigma_c = \sqrt{\frac{1}{HW}\sum_{h,w} (x_c - \mu_c)^2 + \epsilon}, \qquad
+        Y_c = X_c\, \sigma\big(\mathrm{BN}(w_{c1}\mu_c + w_{c2}\sigma_c)\big)
+        $$
 
     Args:
         channels: Input channels ``C``.

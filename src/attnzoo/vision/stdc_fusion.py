@@ -30,7 +30,7 @@ FAN_2021 = Paper(
     complexity="O(HW C^2)",
 )
 class STDCFusion(VisionModule):
-    """The attention and fusion head of STDC-Seg: two ARMs, a global context and an FFM.
+    r"""The attention and fusion head of STDC-Seg: two ARMs, a global context and an FFM.
 
     Fan, Lai, Huang, Wei, Chai, Luo, Wei, "Rethinking BiSeNet For Real-time Semantic
     Segmentation", CVPR 2021, https://arxiv.org/abs/2104.13188. STDC-Seg's attention parts are
@@ -54,6 +54,16 @@ class STDCFusion(VisionModule):
     backbone features at strides 8, 16 and 32 (any spatial sizes; each is up-sampled to the next)
     and returns the fused feature at the size of ``x8``. :attr:`input_channels` is
     ``(C, C16, C32)``.
+
+    Formula:
+        $$
+        \begin{aligned}
+        g &= \mathrm{CBR}_{1\times1}(\mathrm{GAP}(X_{32})), \quad
+        Y_{32} = \mathrm{CBR}_{3\times3}(\mathrm{Up}(\mathrm{ARM}(X_{32}) + g)) \\
+        Y_{16} &= \mathrm{CBR}_{3\times3}(\mathrm{Up}(\mathrm{ARM}(X_{16}) + Y_{32})), \quad
+        Y = \mathrm{FFM}(X_8, Y_{16})
+        \end{aligned}
+        $$
 
     Args:
         channels: Channels ``C`` of the 1/8 map ``x8``.

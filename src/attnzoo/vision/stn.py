@@ -33,7 +33,7 @@ IDENTITY = {  # the identity warp per layout: (a, b) for sequences, theta for im
 
 @VISION.register("stn", paper=JADERBERG_2015, tags=("spatial",), complexity="O(HWC)")
 class SpatialTransformer(VisionModule):
-    """Spatial transformer: ``out = sample(x, affine_grid(theta(x)))``.
+    r"""Spatial transformer: ``out = sample(x, affine_grid(theta(x)))``.
 
     Jaderberg, Simonyan, Zisserman, Kavukcuoglu, "Spatial Transformer Networks", NeurIPS 2015,
     https://arxiv.org/abs/1506.02025. Three parts (paper section 3):
@@ -60,6 +60,16 @@ class SpatialTransformer(VisionModule):
     ``loc_padding="valid"`` gives the tutorial's unpadded convs and floor pooling exactly (the
     adaptive pool is then the identity on 28x28 inputs; it needs ``H, W >= 18``).
     ``align_corners`` is passed explicitly to both ``affine_grid`` and ``grid_sample``.
+
+    Formula:
+        $$
+        \begin{pmatrix} x^s_i \\ y^s_i \end{pmatrix} = A_\theta
+        \begin{pmatrix} x^t_i \\ y^t_i \\ 1 \end{pmatrix}, \qquad
+        A_\theta = f_{\mathrm{loc}}(X) \in \mathbb{R}^{2 \times 3}, \qquad
+        Y_i = \mathrm{bilinear}(X; x^s_i, y^s_i)
+        $$
+
+        in normalised coordinates; $A_\theta$ starts at the identity warp.
 
     Args:
         channels: Input channels ``C``.

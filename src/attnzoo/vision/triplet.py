@@ -39,7 +39,7 @@ MISRA_2021 = Paper(
     complexity="O(HWC + k^2 (HW + HC + CW))",
 )
 class TripletAttention(VisionModule):
-    """Triplet attention: the mean of three gated views, ``out = x * (g_cw + g_hc + g_hw) / 3``.
+    r"""Triplet attention: the mean of three gated views, ``out = x * (g_cw + g_hc + g_hw) / 3``.
 
     Misra, Nalamada, Arasanipalai, Hou, "Rotate to Attend: Convolutional Triplet Attention
     Module", WACV 2021, https://arxiv.org/abs/2010.03045. Each branch is one
@@ -59,6 +59,14 @@ class TripletAttention(VisionModule):
     ``k x k x k`` Z-pool gate — averaged: ``c`` (pool ``L``) and ``l`` (pool ``C``, the spatial
     branch) for ``(B, C, L)``; ``chw``, ``cdw``, ``cdh`` and ``dhw`` (the spatial branch) for
     ``(B, C, D, H, W)``. ``no_spatial`` drops the branch that pools ``C``.
+
+    Formula:
+        $$
+        Y = \frac{1}{3}\Big(g_{cw}(X) + g_{hc}(X) + g_{hw}(X)\Big) \odot X, \qquad
+        g(X) = \sigma\big(\mathrm{BN}(f^{k\times k}([\max X; \mathrm{mean}\, X]))\big)
+        $$
+
+        each gate pooling over one dimension of a rotated view ($H$, $W$ or $C$).
 
     Args:
         channels: Input channels ``C`` (the parameters do not depend on it).
