@@ -56,29 +56,13 @@ def _guides() -> list[Path]:
     return sorted(p for p in pages if "reference" not in p.relative_to(DOCS).parts)
 
 
-# guides whose Chinese page is still to be written (issue 11): the site falls back to English
-# for them. The list may only shrink: a new page needs its translation, and a page translated
-# must leave the list.
-NOT_YET_IN_CHINESE = {
-    "benchmarks.md",
-    "design.md",
-    "vision.md",
-    "efficient/attention_free.md",
-    "efficient/clustering.md",
-    "efficient/kernel.md",
-    "efficient/low_rank.md",
-    "efficient/patterns.md",
-}
-
-
 def test_every_page_is_in_both_languages():
     english = {p.relative_to(DOCS) for p in DOCS.rglob("*.md") if not p.name.endswith(".zh.md")}
     chinese = {p.relative_to(DOCS) for p in DOCS.rglob("*.zh.md")}
     english.discard(Path("arena-standard/report.md"))  # the arena's own output, not a page
     missing = {str(p) for p in english if p.with_suffix(".zh.md") not in chinese}
     orphans = sorted(str(p) for p in chinese if p.with_suffix("").with_suffix(".md") not in english)
-    assert missing - NOT_YET_IN_CHINESE == set(), "pages without their Chinese page"
-    assert NOT_YET_IN_CHINESE - missing == set(), "translated: remove from NOT_YET_IN_CHINESE"
+    assert sorted(missing) == [], "pages without their Chinese page"
     assert orphans == [], f"Chinese pages without an English page: {orphans}"
 
 

@@ -45,6 +45,7 @@ def block_sinkhorn_attention(
     *,
     is_causal: bool,
     dropout_p: float = 0.0,
+    complete: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each query block attends to its own block and to its sorted block ``sum_j P_ij K_j``.
 
@@ -56,6 +57,8 @@ def block_sinkhorn_attention(
         valid: Bool ``(B, 1, n, b)`` real tokens.
         is_causal: Causal inside the own block; ``sort`` must then only mix earlier blocks.
         dropout_p: Dropout on the weights.
+        complete: Every slot of ``valid`` is True (no padding, ``L`` a multiple of ``b``): in a
+            non-causal call the visibility masks are then skipped, as they would keep every key.
 
     Returns:
         ``(out (B, nh, n, b, hd), attn (B, nh, n, b, 2b), sorted_valid (B, nh, n, b))``: the
@@ -65,11 +68,15 @@ def block_sinkhorn_attention(
     flat = valid.to(sort.dtype).expand(batch, heads, blocks, size)
     sorted_k = (sort @ k.flatten(3)).view(batch, heads, blocks, size, width)  # (B, nh, n, b, hd)
     sorted_v = (sort @ v.flatten(3)).view(batch, heads, blocks, size, width)  # (B, nh, n, b, hd)
-    sorted_valid = (sort @ flat) > 0  # a sorted slot carries some real token
     keys = torch.cat([k, sorted_k], dim=3)  # (B, nh, n, 2b, hd)
     values = torch.cat([v, sorted_v], dim=3)  # (B, nh, n, 2b, hd)
-    own = valid.expand(batch, heads, blocks, size)  # (B, nh, n, b)
-    keep = [torch.cat([own, sorted_valid], dim=-1).unsqueeze(-2)]  # (B, nh, n, 1, 2b)
+    if complete and not is_causal:  # own keys all real; each row of P sums to 1 over real keys
+        sorted_valid = torch.ones_like(flat, dtype=torch.bool)  # (B, nh, n, b)
+        keep = []
+    else:
+        sorted_valid = (sort @ flat) > 0  # a sorted slot carries some real token
+        own = valid.expand(batch, heads, blocks, size)  # (B, nh, n, b)
+        keep = [torch.cat([own, sorted_valid], dim=-1).unsqueeze(-2)]  # (B, nh, n, 1, 2b)
     if is_causal:
         pattern = torch.ones(size, 2 * size, dtype=torch.bool, device=q.device)
         pattern[:, :size] = pattern[:, :size].tril()  # own block causal, sorted block all past
@@ -263,20 +270,23 @@ class SinkhornAttention(AttentionBase):
         valid = valid.view(batch, 1, blocks, size)  # (B, 1, n, b)
         heads, width = self.num_heads, self.head_dim
 
-        def blocked(t: torch.Tensor) -> torch.Tensor:
-            t = F.pad(t.to(dtype), (0, 0, 0, pad))  # (B, nh, n * b, hd)
-            return t.view(batch, heads, blocks, size, width)  # (B, nh, n, b, hd)
+        complete = real is None and pad == 0  # every slot holds a real token: nothing to zero
 
-        q = blocked(q * width**-0.5).masked_fill(~valid.unsqueeze(-1), 0.0)
-        k = blocked(k).masked_fill(~valid.unsqueeze(-1), 0.0)
-        v = blocked(v).masked_fill(~valid.unsqueeze(-1), 0.0)
+        def blocked(t: torch.Tensor) -> torch.Tensor:
+            # one copy into the head-major layout (B, nh, n * b, hd), padded to whole blocks
+            t = F.pad(t.to(dtype), (0, 0, 0, pad)) if pad else t.to(dtype).contiguous()
+            t = t.view(batch, heads, blocks, size, width)  # (B, nh, n, b, hd)
+            return t if complete else t.masked_fill(~valid.unsqueeze(-1), 0.0)
+
+        q = blocked(q) * width**-0.5
+        k, v = blocked(k), blocked(v)
         if blocks > 1:
             sort = self.sort_matrix(k, is_causal)
         else:  # a single block: its sorted block is itself, or nothing when causal
             fill = float(not is_causal)
             sort = torch.full((batch, heads, blocks, blocks), fill, dtype=dtype, device=x.device)
         out, attn, _ = block_sinkhorn_attention(
-            q, k, v, sort, valid, is_causal=is_causal, dropout_p=self.dropout_p
+            q, k, v, sort, valid, is_causal=is_causal, dropout_p=self.dropout_p, complete=complete
         )
         if self.probe.recording:  # weights on the original tokens; none on padding
             dense = self._dense(attn, sort) * valid.flatten(2).unsqueeze(-2)  # (B, nh, nb, nb)
