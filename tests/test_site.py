@@ -102,3 +102,45 @@ def test_the_arena_guide_shows_the_committed_report():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--check"]) == 0, "run `python tools/arena_page.py`"
+
+
+def _tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_api_module_has_its_page_in_both_languages():
+    """The built site's check (make docs-check) then finds a section for every public name."""
+    pages = _tool("check_site").API_PAGES
+    assert {"attnzoo.functional", "attnzoo.masks", "attnzoo.registry"} <= set(pages.values())
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for slug, module in pages.items():
+        for suffix in (".md", ".zh.md"):
+            text = (DOCS / "api" / f"{slug}{suffix}").read_text()
+            assert f"::: {module}\n" in text, (slug, suffix)
+        assert f"api/{slug}.md" in nav
+
+
+@pytest.mark.parametrize(
+    "guide",
+    [
+        "models",
+        "efficient/patterns",
+        "efficient/clustering",
+        "efficient/low_rank",
+        "efficient/kernel",
+        "efficient/attention_free",
+        "attention",
+        "foundations",
+    ],
+)
+def test_every_guide_shows_pictures_and_links_its_code(guide):
+    for suffix in (".md", ".zh.md"):
+        text = (DOCS / f"{guide}{suffix}").read_text()
+        images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+        assert images, f"{guide}{suffix} shows no picture"
+        for image in images:
+            assert ((DOCS / guide).parent / image).resolve().is_file(), image
+        assert "reference/" in text, f"{guide}{suffix} links no reference page"

@@ -8,6 +8,8 @@ Serves ``site/`` on a local port and, with Playwright driving Debian's ``/usr/bi
   KaTeX and none with a KaTeX error;
 - the language switch of a mechanism page reaches the Chinese page of the same mechanism;
 - the search box finds a mechanism by name on the English and the Chinese site;
+- every public name (``__all__``) of the API modules has its section on its API page, in both
+  languages;
 - writes screenshots of the home page, a mechanism page and a guide in both languages.
 
 Exit status 1 with one line per problem when anything fails.
@@ -28,6 +30,16 @@ from urllib.parse import unquote, urljoin, urlparse
 
 CHROMIUM = "/usr/bin/chromium"
 RAW_MATH = re.compile(r"(?<![\w$])\$[^$\s][^$\n]*\$(?![\w$])|\\\(|\\\[")
+# API page (under api/) -> the module whose every public name it documents
+API_PAGES = {
+    "attnzoo": "attnzoo",
+    "functional": "attnzoo.functional",
+    "masks": "attnzoo.masks",
+    "registry": "attnzoo.registry",
+    "layers": "attnzoo.layers",
+    "viz": "attnzoo.viz",
+    "interop": "attnzoo.sequence.interop",
+}
 SHOTS = {
     "home": "",
     "mechanism": "reference/efficient/local/",
@@ -149,6 +161,29 @@ def check_search(page, base: str, problems: list[str]) -> None:
             problems.append(f"search on /{prefix}: no result matching {expect}")
 
 
+def check_api(root: Path, problems: list[str]) -> None:
+    """Every public, non-module name of each API module has an anchor on its page."""
+    import importlib
+    import inspect
+
+    for slug, module_name in API_PAGES.items():
+        module = importlib.import_module(module_name)
+        for lang in ("", "zh/"):
+            page = root / lang / "api" / slug / "index.html"
+            if not page.is_file():
+                problems.append(f"/{lang}api/{slug}/: missing (the API of {module_name})")
+                continue
+            anchors = set(re.findall(r'id="([\w.]+)"', page.read_text(encoding="utf-8")))
+            for name in module.__all__:
+                obj = getattr(module, name)
+                if inspect.ismodule(obj) or name.startswith("__"):
+                    continue
+                # a function that shares its name with its submodule is documented by full path
+                home = f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', '')}"
+                if not {f"{module_name}.{name}", home} & anchors:
+                    problems.append(f"/{lang}api/{slug}/: no section for {module_name}.{name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every check; 1 when any fails."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -163,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server, base = serve(root)
     problems: list[str] = []
+    check_api(root, problems)
     shots = Path(args.shots)
     shots.mkdir(parents=True, exist_ok=True)
     try:

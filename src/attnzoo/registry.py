@@ -39,8 +39,9 @@ __all__ = [
 T = TypeVar("T")
 
 FAMILIES = ("positional", "sequence", "efficient", "vision", "models", "arena")
-# Families registered by modules above the library, imported on first need (see above).
+"""The registry's families (``Entry.family``)."""
 LAZY_FAMILIES = {"arena": "attnzoo.arena.tasks"}
+"""Families registered by a module above the library, imported on first need."""
 _loaded_lazy: set[str] = set()
 
 

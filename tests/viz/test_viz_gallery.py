@@ -25,6 +25,7 @@ TINY = {
     "nadaraya-watson": ["--n-train", "20", "--epochs", "1"],
     "nadaraya-watson-weights": ["--n-train", "20", "--epochs", "1", "--which", "learned"],
     "mask": ["--name", "local", "--length", "12", "--window", "2"],
+    "mechanisms": ["--names", "mha,reformer", "--length", "8", "--dim", "16", "--heads", "2"],
     "patterns": ["--length", "16"],
 }
 
@@ -83,6 +84,9 @@ def test_kind_help_lists_its_flags(capsys):
         (["plot", "attention", "--mechanism", "mhaa"], "Did you mean 'mha'"),
         (["plot", "attention", "--text", "a b", "--length", "3"], "not both"),
         (["plot", "attention", "--heads", "2", "--dim", "16", "--head", "2"], "head"),
+        (["plot", "mechanisms", "--names", "mha,fnet"], "has no attention weights"),
+        (["plot", "mechanisms", "--names", "mha,se"], "names"),
+        (["plot", "mechanisms", "--heads", "2", "--dim", "16", "--head", "2"], "head"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, argv, needle, tmp_path):

@@ -20,6 +20,7 @@ __all__ = [
 ]
 
 MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""A mask function ``mask_mod(b, h, q_idx, kv_idx) -> bool tensor`` (``True`` = may attend)."""
 
 
 def check_len(name: str, value: int | None, fallback: int | None = None) -> int | None:

@@ -81,3 +81,4 @@ MASK_FUNCTIONS: dict[str, Callable[..., MaskMod]] = {
     "global": global_tokens,
     "sparse_transformer": fixed,
 }
+"""Every mask function by name (the names ``attnzoo mask NAME`` takes)."""

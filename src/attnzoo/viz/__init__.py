@@ -15,6 +15,7 @@ from attnzoo.viz.charts import (
     plot_nadaraya_watson,
     plot_nadaraya_watson_weights,
 )
+from attnzoo.viz.compare import demo_mechanism_options, mechanism_weights, plot_mechanisms
 from attnzoo.viz.gallery import KINDS, plot
 from attnzoo.viz.maps import attention_rollout, plot_attention, plot_heads, plot_rollout
 from attnzoo.viz.masks import demo_options, mask_grid, pattern_names, plot_mask, plot_patterns
@@ -40,9 +41,11 @@ __all__ = [
     "attention_rollout",
     "binary_counter",
     "demo_images",
+    "demo_mechanism_options",
     "demo_options",
     "mask_grid",
     "mean_attention_distance",
+    "mechanism_weights",
     "nadaraya_watson_example",
     "patch_embedding_components",
     "pattern_names",
@@ -52,6 +55,7 @@ __all__ = [
     "plot_binary_counter",
     "plot_heads",
     "plot_mask",
+    "plot_mechanisms",
     "plot_nadaraya_watson",
     "plot_nadaraya_watson_weights",
     "plot_patch_components",

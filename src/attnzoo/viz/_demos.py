@@ -12,7 +12,7 @@ import torch
 
 import attnzoo
 from attnzoo._checks import check_positive_int
-from attnzoo.viz import charts, maps, positional
+from attnzoo.viz import charts, compare, maps, positional
 from attnzoo.viz import masks as viz_masks
 from attnzoo.viz import vit as vit_figures
 from attnzoo.viz._mpl import axes_for
@@ -228,3 +228,11 @@ def draw_mask(*, name, length, kv_length, **mask_options) -> Any:
 
 def draw_patterns(*, names, length) -> Any:
     return viz_masks.plot_patterns(tuple(names), length)
+
+
+def draw_mechanisms(*, names, length, dim, heads, head, seed, ncols) -> Any:
+    weights = compare.mechanism_weights(
+        tuple(names), length=length, dim=dim, heads=heads, seed=seed
+    )
+    title = f"head {head}, same tokens and projections (untrained)"
+    return compare.plot_mechanisms(weights, head=head, title=title, ncols=ncols)

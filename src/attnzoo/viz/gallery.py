@@ -160,6 +160,25 @@ KINDS: dict[str, Kind] = {
             free_options=True,
         ),
         Kind(
+            "mechanisms",
+            "several mechanisms' weights on the same tokens and projections (one head each)",
+            demos.draw_mechanisms,
+            (
+                Option(
+                    "names",
+                    ("mha", "local", "reformer", "sinkhorn", "nystrom", "performer"),
+                    "comma list of sequence/efficient names",
+                    _names,
+                ),
+                Option("length", 32, "tokens L", _positive),
+                Option("dim", 32, "model width", _positive),
+                Option("heads", 4, "attention heads", _positive),
+                Option("head", 0, "head drawn", _nonneg),
+                Option("seed", 0, "seed of the tokens and the weights", _nonneg),
+                Option("ncols", 3, "panels per row", _positive),
+            ),
+        ),
+        Kind(
             "patterns",
             "the survey's row of patterns side by side (local, strided, global, bigbird)",
             demos.draw_patterns,
@@ -170,6 +189,7 @@ KINDS: dict[str, Kind] = {
         ),
     )
 }
+"""Every picture by name: ``attnzoo plot KIND`` and :func:`plot` draw one of them."""
 
 
 def _kind(kind: Any) -> Kind:

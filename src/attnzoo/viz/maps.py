@@ -154,8 +154,8 @@ def plot_heads(
 
     Example:
         >>> fig = plot_heads(torch.rand(1, 2, 3, 3).softmax(-1))
-        >>> [a.get_title() for a in fig.axes[:2]]
-        ['head 0', 'head 1']
+        >>> fig.axes[1].get_title()
+        'head 1'
     """
     weights = check_weights("weights", weights, (3, 4), "(nh, L, S) or (B, nh, L, S)")
     if weights.dim() == 4:

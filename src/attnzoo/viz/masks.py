@@ -264,8 +264,8 @@ def plot_mask(
 
     Example:
         >>> fig = plot_mask("local", 8, window=2)
-        >>> fig.axes[0].get_title().splitlines()[:2]
-        ['local', 'window=2']
+        >>> fig.axes[0].get_title().splitlines()[1]
+        'window=2'
     """
     if isinstance(target, torch.Tensor):
         if target.dim() != 2 or target.dtype != torch.bool or length is not None or options:
