@@ -10,7 +10,9 @@ The non-causal form streams: keys are projected, mapped and summed into the stat
 block (``block_size`` tokens), then queries are projected, mapped, normalised and sent through
 ``out_proj`` block by block, so every temporary is a small, cache-resident ``(B, Lb, nh, m)``
 block in the projection's own ``(B, L, nh, hd)`` layout (no transposing copies, no
-``(B, nh, L, m)`` feature tensor, whose fresh pages alone cost as much as the maths).
+``(B, nh, L, m)`` feature tensor, whose fresh pages alone cost as much as the maths). In
+training each block keeps only its input for backward and is recomputed there, so the features
+of the whole sequence are never held at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import torch
 
 from attnzoo._checks import check_positive_int, type_name
+from attnzoo._recompute import recomputed
 from attnzoo.efficient._kernel_core import (
     kernel_attention,
     kernel_weights,
@@ -203,34 +206,43 @@ class KernelAttentionBase(AttentionBase):
             out = None if work is None else work[: math.prod(shape)].view(shape)  # (B, Lb, nh, m)
             return feature_map(y.to(compute), out=out)
 
-        state = reference = None  # reference: log-scale of state, (B, nh, 1, 1)
-        for start in range(0, max(source.shape[1], 1), block):  # one empty block if S = 0
-            src = source[:, start : start + block]  # (B, Lb, C_ctx)
+        def key_block(src, gone, reference):
+            """``phi(K)^T [V, 1]`` of one block, relative to its log-scale: ``(part, log)``."""
             k = self._split_heads(self.k_proj(src))  # (B, Lb, nh, hd)
             v = self._split_heads(self.v_proj(src))  # (B, Lb, nh, dv)
-            gone = None if keep is None else ~keep[:, start : start + block, None, None]
             phi_k, log_k = features(self.scaled_key_features, k)  # (B, Lb, nh, m), (.., 1)
             phi_k, v = mask_keys(phi_k, v.to(compute), gone, self.dropout_p)
             if log_k is None:
                 part = phi_k.permute(0, 2, 3, 1) @ v.transpose(1, 2)  # (B, nh, m, dv)
-                part = torch.cat([part, phi_k.sum(1).unsqueeze(-1)], -1)  # (B, nh, m, dv + 1)
-            else:  # online rescaling to the largest log-scale so far
-                if gone is not None:
-                    log_k = log_k.masked_fill(gone, -math.inf)
-                block_log = largest_log_scale(log_k.transpose(1, 2), reference)  # (B, nh, 1, 1)
-                if state is not None:
-                    state = state * log_weight(reference, block_log)
-                reference = block_log
-                v_ext = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # (B, Lb, nh, dv+1)
-                v_ext = v_ext * log_weight(log_k, reference.transpose(1, 2))
-                part = phi_k.permute(0, 2, 3, 1) @ v_ext.transpose(1, 2)  # (B, nh, m, dv + 1)
+                return torch.cat([part, phi_k.sum(1).unsqueeze(-1)], -1), None  # (.., dv + 1)
+            if gone is not None:  # online rescaling to the largest log-scale so far
+                log_k = log_k.masked_fill(gone, -math.inf)
+            block_log = largest_log_scale(log_k.transpose(1, 2), reference)  # (B, nh, 1, 1)
+            v_ext = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # (B, Lb, nh, dv + 1)
+            v_ext = v_ext * log_weight(log_k, block_log.transpose(1, 2))
+            return phi_k.permute(0, 2, 3, 1) @ v_ext.transpose(1, 2), block_log  # (B, nh, m, dv+1)
+
+        def query_block(queries, state):
+            """The layer's output ``(B, Lb, C)`` for one block of queries."""
+            q = self._split_heads(self.q_proj(queries))  # (B, Lb, nh, hd)
+            phi_q = features(self.query_features, q).transpose(1, 2)  # (B, nh, Lb, m)
+            heads_out = normalise(phi_q @ state, self.eps)  # (B, nh, Lb, dv)
+            return self.finish(heads_out.to(q.dtype), False)  # (B, Lb, C)
+
+        # with autograd, every block keeps only its inputs and is recomputed in backward: the
+        # features of the whole sequence are never held at once
+        state = reference = None  # reference: log-scale of state, (B, nh, 1, 1)
+        for start in range(0, max(source.shape[1], 1), block):  # one empty block if S = 0
+            src = source[:, start : start + block]  # (B, Lb, C_ctx)
+            gone = None if keep is None else ~keep[:, start : start + block, None, None]
+            part, block_log = recomputed(key_block, src, gone, reference, module=self)
+            if block_log is not None and state is not None:
+                state = state * log_weight(reference, block_log)
+            reference = block_log if block_log is not None else reference
             state = part if state is None else state + part
         out = None  # (B, L, C) in out_proj's dtype (the autocast dtype under autocast)
         for start in range(0, x.shape[1], block):
-            q = self._split_heads(self.q_proj(x[:, start : start + block]))  # (B, Lb, nh, hd)
-            phi_q = features(self.query_features, q).transpose(1, 2)  # (B, nh, Lb, m)
-            heads_out = normalise(phi_q @ state, self.eps)  # (B, nh, Lb, dv)
-            part = self.finish(heads_out.to(q.dtype), False)  # (B, Lb, C)
+            part = recomputed(query_block, x[:, start : start + block], state, module=self)
             if out is None:
                 out = part.new_empty(batch, x.shape[1], self.dim)
             out[:, start : start + block] = part

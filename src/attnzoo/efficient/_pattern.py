@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from attnzoo._checks import check_positive_int, type_name
+from attnzoo._recompute import recomputed
 from attnzoo.functional.attention import attention_reference
 from attnzoo.functional.block_mask import BlockMask, pattern_block_mask
 from attnzoo.functional.block_sparse import block_sparse_attention
@@ -74,6 +75,12 @@ class PatternAttention(AttentionBase):
     path unless the probe is recording (weights are then built densely and recorded), a mask
     other than a boolean key-padding mask is given (it is already ``L x S``), a size is 0, or
     the attribute ``fast_path`` is set to False.
+
+    Training memory: on the fast path, when autograd records the call, the whole layer
+    (projections, fast path, output projection) keeps only its input for backward and is
+    recomputed there (activation checkpointing; dropout masks and random blocks replayed
+    exactly), so a layer's activations are ``O(L d)`` whatever the pattern, for one more
+    forward of the layer in backward.
     """
 
     supports_cross = False
@@ -170,17 +177,19 @@ class PatternAttention(AttentionBase):
         if need_weights:  # the reference path, weights from the probe (or a clear refusal)
             return self.forward_with_weights(x, context, mask=mask, is_causal=is_causal)
         x, context, unbatched = self.check_inputs(x, context, is_causal)
-        q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
-        batch, _, q_len, _ = q.shape
-        kv_len = k.shape[2]
-        mask = self.check_mask(mask, batch, q_len, kv_len, q.dtype)
+        batch, q_len = x.shape[:2]
+        kv_len = (x if context is None else context).shape[1]
+        checked = self.check_mask(mask, batch, q_len, kv_len, x.dtype)
         padding = None
-        if mask is not None and mask.dtype == torch.bool and mask.shape[1:3] == (1, 1):
-            padding = mask[:, 0, 0, :].expand(batch, kv_len)  # (B, S)
-            real = padding[:, None, :, None]  # (B, 1, S, 1)
-            k, v = k.masked_fill(~real, 0.0), v.masked_fill(~real, 0.0)  # NaN there cannot leak
-        dense = mask is not None and padding is None
+        if checked is not None and checked.dtype == torch.bool and checked.shape[1:3] == (1, 1):
+            padding = checked[:, 0, 0, :].expand(batch, kv_len)  # (B, S)
+        dense = checked is not None and padding is None
         if self.probe.recording or dense or not self.fast_path or 0 in (batch, q_len, kv_len):
+            q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
+            mask = self.check_mask(mask, batch, q_len, kv_len, q.dtype)
+            if padding is not None:
+                real = padding[:, None, :, None]  # (B, 1, S, 1)
+                k, v = k.masked_fill(~real, 0.0), v.masked_fill(~real, 0.0)  # NaN cannot leak
             pattern = materialize(self.pattern(q_len, kv_len), q_len, kv_len, device=q.device)
             out, attn = attention_reference(
                 q,
@@ -192,6 +201,15 @@ class PatternAttention(AttentionBase):
                 need_weights=True,
             )
             self.probe(attn)
-        else:
-            out = self.fast(q, k, v, padding, is_causal)
-        return self.finish(out.to(q.dtype), unbatched)
+            return self.finish(out.to(q.dtype), unbatched)
+        # in training the whole layer (projections included) is recomputed in backward
+        out = recomputed(self._fast_layer, x, context, padding, is_causal, module=self)
+        return out.squeeze(0) if unbatched else out
+
+    def _fast_layer(self, x, context, padding, is_causal: bool) -> torch.Tensor:
+        """Projections, :meth:`fast` and the output projection: ``(B, L, C)``."""
+        q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
+        if padding is not None:
+            real = padding[:, None, :, None]  # (B, 1, S, 1)
+            k, v = k.masked_fill(~real, 0.0), v.masked_fill(~real, 0.0)  # NaN cannot leak
+        return self.finish(self.fast(q, k, v, padding, is_causal).to(q.dtype), False)

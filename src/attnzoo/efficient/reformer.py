@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from attnzoo._checks import check_positive_int
+from attnzoo._recompute import recomputed
 from attnzoo.efficient._clustering import (
     attend_groups,
     bucket_layout,
@@ -75,7 +76,9 @@ class ReformerAttention(AttentionBase):
         o_i = sum_r exp(z_i^r - logsumexp_r' z_i^r') o_i^r,   o_i^r = softmax_j(q_i . k_j) v_j
 
     which is one softmax over everything ``i`` saw in any round. Complexity
-    ``O(n_hashes L bucket_size d)`` time and memory; no ``L x L`` tensor.
+    ``O(n_hashes L bucket_size d)`` time and memory; no ``L x L`` tensor. In training the whole
+    layer keeps only its input for backward and is recomputed there, with the same random
+    rotations (the reversible layers of the paper save memory the same way: by recomputing).
 
     Defaults and deviations from the paper and the official trax ``LSHSelfAttention``:
 
@@ -220,6 +223,14 @@ class ReformerAttention(AttentionBase):
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         batch, length, _ = x.shape
         real = self.padding_mask(mask, batch, length, length, x.dtype)  # (B, L) or None
+        if 0 in (batch, length) or self.probe.recording:
+            return self._layer(x, real, is_causal, unbatched)
+        # in training the whole layer is recomputed in backward (the same rotations)
+        return recomputed(self._layer, x, real, is_causal, unbatched, module=self)
+
+    def _layer(self, x, real: torch.Tensor | None, is_causal: bool, unbatched: bool):
+        """Projections, LSH attention and the output projection: ``(B, L, C)``."""
+        batch, length, _ = x.shape
         heads, width = self.num_heads, self.head_dim
         q = self.q_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
         v = self.v_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnzoo._checks import check_finite, check_positive_int
+from attnzoo._recompute import recomputed
 from attnzoo.efficient._clustering import attend_groups, compute_dtype
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
@@ -112,7 +113,9 @@ class SinkhornAttention(AttentionBase):
 
         out_i = softmax(q_i [K_i; (PK)_i]^T / sqrt(hd)) [V_i; (PV)_i]
 
-    Time ``O(L b d + n^2 b d)``, memory ``O(L b + n^2)``; no ``L x L`` tensor.
+    Time ``O(L b d + n^2 b d)``, memory ``O(L b + n^2)``; no ``L x L`` tensor. In training the
+    whole layer keeps only its input for backward and is recomputed there (the Gumbel noise and
+    dropout masks replayed exactly): ``O(L d)`` activations per layer.
 
     Defaults and deviations:
 
@@ -260,6 +263,15 @@ class SinkhornAttention(AttentionBase):
                 "sort net was built for; build the module with a larger seq_len"
             )
         real = self.padding_mask(mask, batch, length, length, x.dtype)  # (B, L) or None
+        if self.probe.recording:
+            out = self._layer(x, real, is_causal)
+        else:  # in training the whole layer (projections included) is recomputed in backward
+            out = recomputed(self._layer, x, real, is_causal, module=self)
+        return out.squeeze(0) if unbatched else out
+
+    def _layer(self, x: torch.Tensor, real: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+        """Projections, sort net, block attention and output projection: ``(B, L, C)``."""
+        batch, length, _ = x.shape
         q, k, v = self.project(x, None)  # (B, nh, L, hd) x 3
         dtype = compute_dtype(q.dtype)
         size = max(1, min(self.bucket_size, length))
@@ -290,13 +302,12 @@ class SinkhornAttention(AttentionBase):
         )
         if self.probe.recording:  # weights on the original tokens; none on padding
             dense = self._dense(attn, sort) * valid.flatten(2).unsqueeze(-2)  # (B, nh, nb, nb)
-            dense = dense[..., :length, :length]  # (B, nh, L, L)
-            dense = self.probe(dense)
+            dense = self.probe(dense[..., :length, :length])  # (B, nh, L, L)
             dropped = F.dropout(dense, p=self.dropout_p) if self.dropout_p > 0 else dense
             out = dropped @ v.flatten(2, 3)[:, :, :length]  # (B, nh, L, hd)
         else:
             out = out.flatten(2, 3)[:, :, :length]  # (B, nh, L, hd)
-        return self.finish(out.to(x.dtype), unbatched)
+        return self.finish(out.to(x.dtype), False)
 
     @staticmethod
     def _dense(attn: torch.Tensor, sort: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,9 @@ cell masks become a 0 / ``-inf`` bias (full blocks get none), and the softmax an
 sum are two more batched operations. Query-block rows are sorted by how many key blocks they
 see, so a chunk pads its rows only to its own longest one: the cost follows the number of
 non-empty blocks (causal masks pay half of dense, a window of 256 pays ``~5 / nk`` of it).
-Forward and backward are plain autograd over these few large operations; memory is that of the
-computed scores, never ``L x S``.
+Forward and backward are plain autograd over these few large operations; in training each
+chunk is recomputed in the backward pass (``recompute=True``), so memory is that of the inputs
+and the output plus one chunk's scores, never ``L x S``.
 
 Semantics equal :func:`~attnzoo.functional.attention_reference` with the dense mask: rows that
 may attend to nothing give exact zeros (and zero gradients), and whatever padded keys hold
@@ -27,12 +28,14 @@ import torch
 import torch.nn.functional as F
 
 from attnzoo._checks import check_choice, check_finite, check_probability, type_name
+from attnzoo._recompute import needs_grad, recomputed
 from attnzoo.functional.attention import validate_qkv
 from attnzoo.functional.block_mask import BlockMask
 
 __all__ = ["block_sparse_attention"]
 
 _CHUNK_SCORES = 1 << 22  # scores per chunk (16 MB in float32) across batch and heads
+_RECOMPUTE_SCORES = 1 << 20  # the same when recomputed in backward: a smaller transient peak
 _BACKENDS = ("auto", "engine", "flex")
 
 
@@ -108,13 +111,13 @@ def _keep_cells(bm: BlockMask, rows, m: int) -> torch.Tensor:
     return keep.transpose(3, 4).reshape(g_b, g_h, n, 1, bq, m * bk)  # (.., n, 1, bq, m * bk)
 
 
-def _plan(bm: BlockMask, per_row: int) -> list[_Chunk]:
+def _plan(bm: BlockMask, per_row: int, budget: int) -> list[_Chunk]:
     """The chunks of a call (see :func:`_chunk_rows`), built once per block mask and size."""
-    if per_row in bm.plans:
-        return bm.plans[per_row]
+    if (per_row, budget) in bm.plans:
+        return bm.plans[per_row, budget]
     bk = bm.block_size[1]
     chunks = []
-    for rows, m in _chunk_rows(bm, per_row):
+    for rows, m in _chunk_rows(bm, per_row, budget):
         indices = bm.kv_indices[:, :, rows, :m]  # (G_b, G_h, n, m)
         keep = _keep_cells(bm, rows, m)
         hidden = ~keep
@@ -129,7 +132,7 @@ def _plan(bm: BlockMask, per_row: int) -> list[_Chunk]:
         shared = bool((indices == indices[:, :, :1]).all())
         dead = dead if bool(dead.any()) else None
         chunks.append(_Chunk(rows, indices, drops, dead, shared, _band_start(indices, rows)))
-    bm.plans[per_row] = chunks
+    bm.plans[per_row, budget] = chunks
     return chunks
 
 
@@ -156,7 +159,7 @@ def _weights(scores, drops, dead, dropout_p: float, bk: int) -> torch.Tensor:
     return F.dropout(attn, p=dropout_p) if dropout_p > 0 else attn
 
 
-def _band_chunk(q_chunk, k_flat, v_flat, chunk: _Chunk, drops, dead, dropout_p, shape):
+def _band_chunk(q_chunk, k_flat, v_flat, chunk: _Chunk, drops, dead, dropout_p, shape, scale):
     """A window chunk without copying keys: per (batch, head), ``unfold`` views of the keys.
 
     Only for calls without autograd: an ``unfold`` backward scatters into overlapping windows,
@@ -169,13 +172,25 @@ def _band_chunk(q_chunk, k_flat, v_flat, chunk: _Chunk, drops, dead, dropout_p, 
         for h in range(kv_heads):
             keys = k_flat[b, h].unfold(0, width, bk)[chunk.band : chunk.band + n]  # (n, hd, w)
             values = v_flat[b, h].unfold(0, width, bk)[chunk.band : chunk.band + n]  # (n, dv, w)
-            scores = torch.bmm(q_chunk[b, h], keys).view(1, 1, n, groups, bq, width)
+            scores = torch.bmm(q_chunk[b, h], keys).mul_(scale).view(1, 1, n, groups, bq, width)
             attn = _weights(scores, drops, dead, dropout_p, bk).view(n, groups * bq, width)
             outs.append(torch.bmm(attn, values.transpose(1, 2)))  # (n, g * bq, dv)
     return torch.stack(outs).view(batch, kv_heads, n, groups * bq, -1)  # (B, nkv, n, gbq, dv)
 
 
-def _chunk_rows(bm: BlockMask, per_row: int) -> list[tuple[slice, int]]:
+def _gathered_chunk(q_chunk, k_blocks, v_blocks, indices, drops, dead, dropout_p, shape, scale):
+    """One chunk: gather its key blocks, masked softmax of the scores, weighted sum."""
+    batch, kv_heads, n, groups, bq, bk, m = shape
+    keys = _gather_blocks(k_blocks, indices)  # (B, nkv, n | 1, m * bk, hd)
+    values = _gather_blocks(v_blocks, indices)  # (B, nkv, n | 1, m * bk, hd_v)
+    scores = torch.matmul(q_chunk, keys.transpose(-2, -1)).mul_(scale)  # (B, nkv, n|1, rows, m*bk)
+    scores = scores.view(batch, kv_heads, n, groups, bq, m * bk)
+    attn = _weights(scores, drops, dead, dropout_p, bk)
+    attn = attn.view(*q_chunk.shape[:-1], m * bk)  # (B, nkv, n | 1, rows, m * bk)
+    return torch.matmul(attn, values)  # (B, nkv, n | 1, rows, hd_v)
+
+
+def _chunk_rows(bm: BlockMask, per_row: int, budget: int) -> list[tuple[slice, int]]:
     """Consecutive query-block rows grouped so that each chunk is padded only a little.
 
     A chunk grows while its scores (padded to its longest row) fit the budget and its rows'
@@ -191,9 +206,7 @@ def _chunk_rows(bm: BlockMask, per_row: int) -> list[tuple[slice, int]]:
         while stop < nq:
             count = max(1, counts[stop])
             low2, high2 = min(low, count), max(high, count)
-            if high2 > low2 + max(1, low2 // 4) or (stop + 1 - start) * per_row * high2 > (
-                _CHUNK_SCORES
-            ):
+            if high2 > low2 + max(1, low2 // 4) or (stop + 1 - start) * per_row * high2 > budget:
                 break
             low, high, stop = low2, high2, stop + 1
         chunks.append((slice(start, stop), high))
@@ -242,6 +255,7 @@ def block_sparse_attention(
     key_padding_mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
     backend: str = "auto",
+    recompute: bool = True,
 ) -> torch.Tensor:
     """Softmax attention over the non-empty blocks of ``block_mask`` only.
 
@@ -262,6 +276,12 @@ def block_sparse_attention(
             (``torch.nn.attention.flex_attention`` with the same blocks: no dropout, no key
             padding, no backward on CPU) or ``"auto"`` (flex on CUDA without dropout and
             padding, else the engine).
+        recompute: When gradients are needed, keep only the inputs of each chunk of query
+            blocks and recompute its scores and weights in the backward pass (activation
+            checkpointing per chunk, as FlashAttention recomputes its tiles): training memory
+            is then that of ``q``, ``k``, ``v`` and the output, not of every computed score,
+            for one more forward of the attention core in backward. Dropout masks are replayed
+            exactly. ``False`` keeps the weights for backward: faster, more memory.
 
     Returns:
         ``(B, nh, L, hd_v)``.
@@ -281,6 +301,8 @@ def block_sparse_attention(
     bm = _check_block_mask(block_mask, q, k)
     backend = check_choice("backend", backend, _BACKENDS)
     dropout_p = check_probability("dropout_p", dropout_p)
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute must be a bool, got {type_name(recompute)}")
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else check_finite("scale", scale)
     batch, heads, q_len, _ = q.shape
     kv_len = k.shape[2]
@@ -301,7 +323,7 @@ def block_sparse_attention(
     bq, bk = bm.block_size
     nq, nk = bm.num_blocks
     kv_heads, head_dim, value_dim = k.shape[1], q.shape[-1], v.shape[-1]
-    q_pad = _pad(q.to(compute) * scale, nq * bq - q_len)  # (B, nh, Lp, hd)
+    q_pad = _pad(q.to(compute), nq * bq - q_len)  # (B, nh, Lp, hd); scaled per chunk
     # (B, nkv, g, nq, bq, hd) -> (B, nkv, nq, g * bq, hd): the heads of a group share blocks
     q_blocks = q_pad.view(batch, kv_heads, groups, nq, bq, head_dim).transpose(2, 3)
     q_blocks = q_blocks.reshape(batch, kv_heads, nq, groups * bq, head_dim)
@@ -309,10 +331,11 @@ def block_sparse_attention(
     v_flat = _pad(v.to(compute), nk * bk - kv_len)  # (B, nkv, Sp, hd_v)
     k_blocks = k_flat.view(batch, kv_heads, nk, bk, head_dim)  # (B, nkv, nk, bk, hd)
     v_blocks = v_flat.view(batch, kv_heads, nk, bk, value_dim)  # (B, nkv, nk, bk, hd_v)
-    training = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    training = needs_grad(q, k, v)
     per_row = batch * kv_heads * groups * bq * bk
     outputs = []
-    for chunk in _plan(bm, per_row):
+    budget = _RECOMPUTE_SCORES if training and recompute else _CHUNK_SCORES
+    for chunk in _plan(bm, per_row, budget):
         drops, dead = (
             (chunk.drops, chunk.dead) if padding is None else (_padded_drops(bm, chunk, padding))
         )
@@ -320,20 +343,19 @@ def block_sparse_attention(
         q_chunk = q_blocks[:, :, chunk.rows]  # (B, nkv, n, g * bq, hd)
         if chunk.band is not None and not chunk.shared and not training:
             shape = (batch, kv_heads, n, groups, bq, bk, m)
-            out = _band_chunk(q_chunk, k_flat, v_flat, chunk, drops, dead, dropout_p, shape)
+            out = _band_chunk(q_chunk, k_flat, v_flat, chunk, drops, dead, dropout_p, shape, scale)
             outputs.append(out)  # (B, nkv, n, g * bq, hd_v)
             continue
         indices = chunk.indices
-        if chunk.shared:  # the rows stacked into one query block: (B, nkv, 1, n * g * bq, hd)
-            q_chunk = q_chunk.reshape(batch, kv_heads, 1, n * groups * bq, head_dim)
+        if chunk.shared:  # the rows stacked into one query block
+            q_chunk = q_chunk.reshape(
+                batch, kv_heads, 1, n * groups * bq, head_dim
+            )  # (.., 1, nm, hd)
             indices = indices[:, :, :1]
-        keys = _gather_blocks(k_blocks, indices)  # (B, nkv, n | 1, m * bk, hd)
-        values = _gather_blocks(v_blocks, indices)  # (B, nkv, n | 1, m * bk, hd_v)
-        scores = torch.matmul(q_chunk, keys.transpose(-2, -1))  # (B, nkv, n | 1, rows, m * bk)
-        scores = scores.view(batch, kv_heads, n, groups, bq, m * bk)
-        attn = _weights(scores, drops, dead, dropout_p, bk)
-        attn = attn.view(*q_chunk.shape[:-1], m * bk)  # (B, nkv, n | 1, rows, m * bk)
-        out = torch.matmul(attn, values)  # (B, nkv, n | 1, rows, hd_v)
+        shape = (batch, kv_heads, n, groups, bq, bk, m)
+        args = (q_chunk, k_blocks, v_blocks, indices, drops, dead, dropout_p, shape, scale)
+        # with recompute, autograd keeps only the inputs: the chunk is recomputed in backward
+        out = recomputed(_gathered_chunk, *args) if recompute else _gathered_chunk(*args)
         outputs.append(out.view(batch, kv_heads, n, groups * bq, value_dim))
     if not outputs:  # L = 0
         return q.new_zeros(batch, heads, q_len, value_dim)
