@@ -33,3 +33,12 @@ def test_vit_reads_held_out_mnist_digits(tmp_path):
     result = run_main("vit_digits.py", tmp_path)
     assert result["accuracy"] >= 0.95
     assert (tmp_path / "vit_digits_attention_distance.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_cnn_learns_the_arena_pathfinder_images(tmp_path):
+    """The generator's labels are in the pixels: a small CNN leaves chance on easy contours."""
+    result = run_main("pathfinder_cnn.py", tmp_path)
+    assert result["accuracy"] >= 0.70 > result["majority"] + 0.1
+    assert (tmp_path / "pathfinder_cnn_examples.png").stat().st_size > 1000

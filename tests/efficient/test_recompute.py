@@ -114,3 +114,20 @@ def test_inference_is_not_affected():
     finally:
         recompute.checkpoint = original
     assert calls == []
+
+
+@pytest.mark.parametrize("name", ["local", "sinkhorn", "reformer", "performer"])
+def test_recompute_false_keeps_the_activations_and_changes_nothing_else(name):
+    module = attnzoo.create(name, DIM, num_heads=2, attn_drop=0.1, **MECHANISMS[name]).double()
+    x = torch.randn(1, LENGTH, DIM, dtype=torch.float64, requires_grad=True)
+    out, dx, grads = run(module.train(), x, seed=5)
+    light = saved_bytes(lambda: module(x))
+    module.recompute = False
+    x.grad = None
+    out_kept, dx_kept, grads_kept = run(module, x, seed=5)
+    heavy = saved_bytes(lambda: module(x))
+    assert light < heavy / 3, (light, heavy)
+    torch.testing.assert_close(out, out_kept, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, dx_kept, rtol=1e-10, atol=1e-12)
+    for grad, kept in zip(grads, grads_kept, strict=True):
+        torch.testing.assert_close(grad, kept, rtol=1e-10, atol=1e-12)

@@ -26,6 +26,7 @@ TINY = {
     "nadaraya-watson-weights": ["--n-train", "20", "--epochs", "1", "--which", "learned"],
     "mask": ["--name", "local", "--length", "12", "--window", "2"],
     "mechanisms": ["--names", "mha,reformer", "--length", "8", "--dim", "16", "--heads", "2"],
+    "vision-maps": ["--names", "ccnet,gc", "--size", "8", "--channels", "16", "--row", "1"],
     "patterns": ["--length", "16"],
 }
 

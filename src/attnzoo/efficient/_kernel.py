@@ -12,7 +12,7 @@ block (``block_size`` tokens), then queries are projected, mapped, normalised an
 block in the projection's own ``(B, L, nh, hd)`` layout (no transposing copies, no
 ``(B, nh, L, m)`` feature tensor, whose fresh pages alone cost as much as the maths). In
 training each block keeps only its input for backward and is recomputed there, so the features
-of the whole sequence are never held at once.
+of the whole sequence are never held at once (``recompute = False``, an attribute, keeps them).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class KernelAttentionBase(AttentionBase):
     supports_mask = True
     supports_causal = True
     supports_cross = True
+    recompute = True  # training: recompute in backward instead of keeping activations
     no_weights_reason = (
         "kernel attention never forms one; its output is phi(q)^T sum_j phi(k_j) v_j^T "
         "(attnzoo.viz.record_attention builds the equivalent normalised phi(q) phi(k)^T, O(L S))"
@@ -231,18 +232,19 @@ class KernelAttentionBase(AttentionBase):
 
         # with autograd, every block keeps only its inputs and is recomputed in backward: the
         # features of the whole sequence are never held at once
+        run = recomputed if self.recompute else (lambda fn, *args, module: fn(*args))
         state = reference = None  # reference: log-scale of state, (B, nh, 1, 1)
         for start in range(0, max(source.shape[1], 1), block):  # one empty block if S = 0
             src = source[:, start : start + block]  # (B, Lb, C_ctx)
             gone = None if keep is None else ~keep[:, start : start + block, None, None]
-            part, block_log = recomputed(key_block, src, gone, reference, module=self)
+            part, block_log = run(key_block, src, gone, reference, module=self)
             if block_log is not None and state is not None:
                 state = state * log_weight(reference, block_log)
             reference = block_log if block_log is not None else reference
             state = part if state is None else state + part
         out = None  # (B, L, C) in out_proj's dtype (the autocast dtype under autocast)
         for start in range(0, x.shape[1], block):
-            part = recomputed(query_block, x[:, start : start + block], state, module=self)
+            part = run(query_block, x[:, start : start + block], state, module=self)
             if out is None:
                 out = part.new_empty(batch, x.shape[1], self.dim)
             out[:, start : start + block] = part

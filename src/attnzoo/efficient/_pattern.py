@@ -80,8 +80,11 @@ class PatternAttention(AttentionBase):
     (projections, fast path, output projection) keeps only its input for backward and is
     recomputed there (activation checkpointing; dropout masks and random blocks replayed
     exactly), so a layer's activations are ``O(L d)`` whatever the pattern, for one more
-    forward of the layer in backward.
+    forward of the layer in backward. Set the attribute ``recompute = False`` to keep the
+    activations instead (faster training, more memory).
     """
+
+    recompute = True  # training: recompute the layer in backward (see the class docstring)
 
     supports_cross = False
 
@@ -162,7 +165,13 @@ class PatternAttention(AttentionBase):
             )
             self._block_mask = (key, block_mask)
         return block_sparse_attention(
-            q, k, v, self._block_mask[1], key_padding_mask=key_padding, dropout_p=self.dropout_p
+            q,
+            k,
+            v,
+            self._block_mask[1],
+            key_padding_mask=key_padding,
+            dropout_p=self.dropout_p,
+            recompute=self.recompute,
         )
 
     def forward(
@@ -202,8 +211,10 @@ class PatternAttention(AttentionBase):
             )
             self.probe(attn)
             return self.finish(out.to(q.dtype), unbatched)
-        # in training the whole layer (projections included) is recomputed in backward
-        out = recomputed(self._fast_layer, x, context, padding, is_causal, module=self)
+        if not self.recompute:
+            out = self._fast_layer(x, context, padding, is_causal)
+        else:  # in training the whole layer (projections included) is recomputed in backward
+            out = recomputed(self._fast_layer, x, context, padding, is_causal, module=self)
         return out.squeeze(0) if unbatched else out
 
     def _fast_layer(self, x, context, padding, is_causal: bool) -> torch.Tensor:

@@ -78,7 +78,8 @@ class ReformerAttention(AttentionBase):
     which is one softmax over everything ``i`` saw in any round. Complexity
     ``O(n_hashes L bucket_size d)`` time and memory; no ``L x L`` tensor. In training the whole
     layer keeps only its input for backward and is recomputed there, with the same random
-    rotations (the reversible layers of the paper save memory the same way: by recomputing).
+    rotations (the reversible layers of the paper save memory the same way: by recomputing);
+    ``recompute = False`` (an attribute) keeps the activations instead.
 
     Defaults and deviations from the paper and the official trax ``LSHSelfAttention``:
 
@@ -146,6 +147,7 @@ class ReformerAttention(AttentionBase):
     supports_mask = True
     supports_causal = True
     supports_cross = False
+    recompute = True  # training: recompute in backward instead of keeping activations
     fixed_length = False
 
     def __init__(
@@ -223,7 +225,7 @@ class ReformerAttention(AttentionBase):
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         batch, length, _ = x.shape
         real = self.padding_mask(mask, batch, length, length, x.dtype)  # (B, L) or None
-        if 0 in (batch, length) or self.probe.recording:
+        if 0 in (batch, length) or self.probe.recording or not self.recompute:
             return self._layer(x, real, is_causal, unbatched)
         # in training the whole layer is recomputed in backward (the same rotations)
         return recomputed(self._layer, x, real, is_causal, unbatched, module=self)

@@ -115,7 +115,8 @@ class SinkhornAttention(AttentionBase):
 
     Time ``O(L b d + n^2 b d)``, memory ``O(L b + n^2)``; no ``L x L`` tensor. In training the
     whole layer keeps only its input for backward and is recomputed there (the Gumbel noise and
-    dropout masks replayed exactly): ``O(L d)`` activations per layer.
+    dropout masks replayed exactly): ``O(L d)`` activations per layer; ``recompute = False``
+    (an attribute) keeps them instead.
 
     Defaults and deviations:
 
@@ -181,6 +182,7 @@ class SinkhornAttention(AttentionBase):
     supports_mask = True
     supports_causal = True
     supports_cross = False
+    recompute = True  # training: recompute in backward instead of keeping activations
     fixed_length = True
 
     def __init__(
@@ -263,7 +265,7 @@ class SinkhornAttention(AttentionBase):
                 "sort net was built for; build the module with a larger seq_len"
             )
         real = self.padding_mask(mask, batch, length, length, x.dtype)  # (B, L) or None
-        if self.probe.recording:
+        if self.probe.recording or not self.recompute:
             out = self._layer(x, real, is_causal)
         else:  # in training the whole layer (projections included) is recomputed in backward
             out = recomputed(self._layer, x, real, is_causal, module=self)

@@ -28,6 +28,7 @@ from attnzoo.viz.positional import (
     sinusoid_heatmap,
 )
 from attnzoo.viz.record import record_attention
+from attnzoo.viz.vision_maps import VISION_MAPS, plot_vision_maps, vision_attention_maps
 from attnzoo.viz.vit import (
     mean_attention_distance,
     patch_embedding_components,
@@ -37,6 +38,7 @@ from attnzoo.viz.vit import (
 
 __all__ = [
     "KINDS",
+    "VISION_MAPS",
     "NadarayaWatsonExample",
     "attention_rollout",
     "binary_counter",
@@ -63,7 +65,9 @@ __all__ = [
     "plot_position_similarity",
     "plot_rollout",
     "plot_sinusoidal",
+    "plot_vision_maps",
     "position_embedding_similarity",
     "record_attention",
     "sinusoid_heatmap",
+    "vision_attention_maps",
 ]

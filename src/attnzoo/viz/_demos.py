@@ -12,7 +12,7 @@ import torch
 
 import attnzoo
 from attnzoo._checks import check_positive_int
-from attnzoo.viz import charts, compare, maps, positional
+from attnzoo.viz import charts, compare, maps, positional, vision_maps
 from attnzoo.viz import masks as viz_masks
 from attnzoo.viz import vit as vit_figures
 from attnzoo.viz._mpl import axes_for
@@ -236,3 +236,17 @@ def draw_mechanisms(*, names, length, dim, heads, head, seed, ncols) -> Any:
     )
     title = f"head {head}, same tokens and projections (untrained)"
     return compare.plot_mechanisms(weights, head=head, title=title, ncols=ncols)
+
+
+def draw_vision_maps(*, names, size, channels, row, col, seed) -> Any:
+    query = (
+        None
+        if row is None and col is None
+        else (size // 2 if row is None else row, size // 2 if col is None else col)
+    )
+    result = vision_maps.vision_attention_maps(
+        tuple(names), channels=channels, size=size, query=query, seed=seed
+    )
+    query = (size // 2, size // 2) if query is None else query
+    title = f"weights of pixel {query} (untrained modules, a disc on a gradient)"
+    return vision_maps.plot_vision_maps(result, query=query, title=title)

@@ -28,6 +28,7 @@ from attnzoo._argtypes import positive_int as _positive
 from attnzoo.viz import _demos as demos
 from attnzoo.viz import masks as viz_masks
 from attnzoo.viz._mpl import finish
+from attnzoo.viz.vision_maps import VISION_MAPS
 
 __all__ = ["KINDS", "Kind", "Option", "check_kind", "describe", "kind_parser", "plot", "run_cli"]
 
@@ -176,6 +177,19 @@ KINDS: dict[str, Kind] = {
                 Option("head", 0, "head drawn", _nonneg),
                 Option("seed", 0, "seed of the tokens and the weights", _nonneg),
                 Option("ncols", 3, "panels per row", _positive),
+            ),
+        ),
+        Kind(
+            "vision-maps",
+            "where the self-attention vision modules look: one query pixel's weights",
+            demos.draw_vision_maps,
+            (
+                Option("names", tuple(VISION_MAPS), "comma list of vision modules", _names),
+                Option("size", 16, "feature-map height and width", _positive),
+                Option("channels", 16, "feature channels", _positive),
+                Option("row", None, "query row (default: the centre)", _nonneg),
+                Option("col", None, "query column (default: the centre)", _nonneg),
+                Option("seed", 0, "seed of the features and the (untrained) modules", _nonneg),
             ),
         ),
         Kind(
