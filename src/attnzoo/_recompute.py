@@ -33,8 +33,9 @@ def recomputed(fn: Callable[..., Any], *args: Any, module: torch.nn.Module | Non
 
     Without gradients (inference, ``torch.no_grad()``) this is a plain call. Non-tensor
     arguments are passed through; ``fn`` must be deterministic given ``args`` and the RNG state.
-    ``module``: the module whose parameters ``fn`` uses (they count as requiring gradients).
+    ``module``: the module whose parameters ``fn`` uses (they count as requiring gradients);
+    its attribute ``recompute = False`` makes this a plain call too (activations kept).
     """
-    if not needs_grad(*args, module=module):
+    if not getattr(module, "recompute", True) or not needs_grad(*args, module=module):
         return fn(*args)
     return checkpoint(fn, *args, use_reentrant=False)

@@ -42,6 +42,8 @@ def test_bad_arguments():
         vision_attention_maps(["ccnet"], size=4, query=(4, 0))
     with pytest.raises(ValueError, match=r"image must be a \(1, C, H, W\)"):
         vision_attention_maps(["ccnet"], image=torch.randn(2, 4, 4, 4))
+    with pytest.raises(TypeError, match="image must be a"):
+        vision_attention_maps(["ccnet"], image=[[1.0]])
     with pytest.raises(TypeError, match="maps must be a non-empty mapping"):
         plot_vision_maps({})
 

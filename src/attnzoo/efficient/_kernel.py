@@ -232,19 +232,18 @@ class KernelAttentionBase(AttentionBase):
 
         # with autograd, every block keeps only its inputs and is recomputed in backward: the
         # features of the whole sequence are never held at once
-        run = recomputed if self.recompute else (lambda fn, *args, module: fn(*args))
         state = reference = None  # reference: log-scale of state, (B, nh, 1, 1)
         for start in range(0, max(source.shape[1], 1), block):  # one empty block if S = 0
             src = source[:, start : start + block]  # (B, Lb, C_ctx)
             gone = None if keep is None else ~keep[:, start : start + block, None, None]
-            part, block_log = run(key_block, src, gone, reference, module=self)
+            part, block_log = recomputed(key_block, src, gone, reference, module=self)
             if block_log is not None and state is not None:
                 state = state * log_weight(reference, block_log)
             reference = block_log if block_log is not None else reference
             state = part if state is None else state + part
         out = None  # (B, L, C) in out_proj's dtype (the autocast dtype under autocast)
         for start in range(0, x.shape[1], block):
-            part = run(query_block, x[:, start : start + block], state, module=self)
+            part = recomputed(query_block, x[:, start : start + block], state, module=self)
             if out is None:
                 out = part.new_empty(batch, x.shape[1], self.dim)
             out[:, start : start + block] = part

@@ -211,10 +211,8 @@ class PatternAttention(AttentionBase):
             )
             self.probe(attn)
             return self.finish(out.to(q.dtype), unbatched)
-        if not self.recompute:
-            out = self._fast_layer(x, context, padding, is_causal)
-        else:  # in training the whole layer (projections included) is recomputed in backward
-            out = recomputed(self._fast_layer, x, context, padding, is_causal, module=self)
+        # in training the whole layer (projections included) is recomputed in backward
+        out = recomputed(self._fast_layer, x, context, padding, is_causal, module=self)
         return out.squeeze(0) if unbatched else out
 
     def _fast_layer(self, x, context, padding, is_causal: bool) -> torch.Tensor:

@@ -225,7 +225,7 @@ class ReformerAttention(AttentionBase):
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         batch, length, _ = x.shape
         real = self.padding_mask(mask, batch, length, length, x.dtype)  # (B, L) or None
-        if 0 in (batch, length) or self.probe.recording or not self.recompute:
+        if 0 in (batch, length) or self.probe.recording:
             return self._layer(x, real, is_causal, unbatched)
         # in training the whole layer is recomputed in backward (the same rotations)
         return recomputed(self._layer, x, real, is_causal, unbatched, module=self)

@@ -265,7 +265,7 @@ class SinkhornAttention(AttentionBase):
                 "sort net was built for; build the module with a larger seq_len"
             )
         real = self.padding_mask(mask, batch, length, length, x.dtype)  # (B, L) or None
-        if self.probe.recording or not self.recompute:
+        if self.probe.recording:
             out = self._layer(x, real, is_causal)
         else:  # in training the whole layer (projections included) is recomputed in backward
             out = recomputed(self._layer, x, real, is_causal, module=self)

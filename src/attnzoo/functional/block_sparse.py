@@ -347,10 +347,9 @@ def block_sparse_attention(
             outputs.append(out)  # (B, nkv, n, g * bq, hd_v)
             continue
         indices = chunk.indices
-        if chunk.shared:  # the rows stacked into one query block
-            q_chunk = q_chunk.reshape(
-                batch, kv_heads, 1, n * groups * bq, head_dim
-            )  # (.., 1, nm, hd)
+        if chunk.shared:  # every row sees the same key blocks: stack them into one query block
+            stacked = n * groups * bq
+            q_chunk = q_chunk.reshape(batch, kv_heads, 1, stacked, head_dim)  # (B, nkv, 1, ngb, hd)
             indices = indices[:, :, :1]
         shape = (batch, kv_heads, n, groups, bq, bk, m)
         args = (q_chunk, k_blocks, v_blocks, indices, drops, dead, dropout_p, shape, scale)

@@ -239,14 +239,9 @@ def draw_mechanisms(*, names, length, dim, heads, head, seed, ncols) -> Any:
 
 
 def draw_vision_maps(*, names, size, channels, row, col, seed) -> Any:
-    query = (
-        None
-        if row is None and col is None
-        else (size // 2 if row is None else row, size // 2 if col is None else col)
-    )
+    query = (size // 2 if row is None else row, size // 2 if col is None else col)
     result = vision_maps.vision_attention_maps(
         tuple(names), channels=channels, size=size, query=query, seed=seed
     )
-    query = (size // 2, size // 2) if query is None else query
     title = f"weights of pixel {query} (untrained modules, a disc on a gradient)"
     return vision_maps.plot_vision_maps(result, query=query, title=title)

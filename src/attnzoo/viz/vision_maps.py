@@ -78,17 +78,14 @@ def vision_attention_maps(
         raise ValueError(
             f"names: {unknown} have no pixel attention map; choose from {list(VISION_MAPS)}"
         )
-    if image is not None and (
-        not isinstance(image, torch.Tensor) or image.dim() != 4 or len(image) != 1
-    ):
-        raise ValueError(
-            f"image must be a (1, C, H, W) tensor, got {type_name(image)} "
-            f"{tuple(getattr(image, 'shape', ()))}"
-        )
+    if image is not None and not isinstance(image, torch.Tensor):
+        raise TypeError(f"image must be a (1, C, H, W) tensor, got {type_name(image)}")
+    if image is not None and (image.dim() != 4 or len(image) != 1):
+        raise ValueError(f"image must be a (1, C, H, W) tensor, got shape {tuple(image.shape)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if image is None:
-            from attnzoo.viz._demos import demo_images
+            from attnzoo.viz._demos import demo_images  # _demos imports this module
 
             pixels = demo_images(1, check_positive_int("size", size), seed=seed)  # (1, 3, H, W)
             image = torch.einsum("bchw,dc->bdhw", pixels, torch.randn(channels, 3))  # (1, C, H, W)
