@@ -24,6 +24,8 @@ MECHANISMS = {
     "reformer": {"bucket_size": 32, "n_hashes": 2},
     "linear": {},
     "performer": {"nb_features": 32},
+    "linformer": {"seq_len": 256, "k": 32},
+    "nystrom": {"num_landmarks": 16},
 }
 LENGTH, DIM = 256, 32
 
@@ -116,7 +118,9 @@ def test_inference_is_not_affected():
     assert calls == []
 
 
-@pytest.mark.parametrize("name", ["local", "sinkhorn", "reformer", "performer"])
+@pytest.mark.parametrize(
+    "name", ["local", "sinkhorn", "reformer", "performer", "linformer", "nystrom"]
+)
 def test_recompute_false_keeps_the_activations_and_changes_nothing_else(name):
     module = attnzoo.create(name, DIM, num_heads=2, attn_drop=0.1, **MECHANISMS[name]).double()
     x = torch.randn(1, LENGTH, DIM, dtype=torch.float64, requires_grad=True)

@@ -15,6 +15,7 @@ from torch import nn
 
 from attnzoo._checks import check_positive_int, check_probability, type_name
 from attnzoo.layers.attention_base import AttentionBase
+from attnzoo.layers.dropout import Dropout
 
 __all__ = ["AttentionFreeBase"]
 
@@ -79,7 +80,7 @@ class AttentionFreeBase(nn.Module):
             raise TypeError(f"qkv_bias must be a bool, got {type_name(qkv_bias)}")
         self.qkv_bias = qkv_bias
         self.attn_drop = check_probability("attn_drop", attn_drop)
-        self.proj_drop = nn.Dropout(check_probability("proj_drop", proj_drop))
+        self.proj_drop = Dropout(check_probability("proj_drop", proj_drop))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"

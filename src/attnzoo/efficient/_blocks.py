@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from attnzoo.functional.attention import attention
+from attnzoo.functional.dropout import dropout
 from attnzoo.functional.mask_ops import MaskMod
 
 __all__ = [
@@ -114,7 +115,7 @@ def _attend_chunk(q, k, v, bias, pad_bias, dead, scale, dropout_p, return_lse):
         attn = attn.masked_fill(dead, 0.0)
         lse = None if lse is None else lse.masked_fill(dead, float("-inf"))
     if dropout_p > 0:
-        attn = F.dropout(attn, p=dropout_p)
+        attn = dropout(attn, p=dropout_p)
     return torch.bmm(attn, v), lse
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
+
+from attnzoo.functional.dropout import dropout
 
 __all__ = [
     "attend_groups",
@@ -147,7 +148,7 @@ def attend_groups(
     total = torch.where(alive, e.sum(dim=-1, keepdim=True), 1.0)
     attn = e.div_(total) if inplace else e / total
     lse = torch.where(alive, top + total.log(), NEG_INF).squeeze(-1)
-    dropped = F.dropout(attn, p=dropout_p) if dropout_p > 0 else attn
+    dropped = dropout(attn, p=dropout_p) if dropout_p > 0 else attn
     return dropped @ v, attn, lse
 
 

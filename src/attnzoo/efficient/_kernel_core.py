@@ -27,6 +27,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from attnzoo.functional.dropout import dropout
+
 __all__ = [
     "kernel_attention",
     "kernel_weights",
@@ -55,7 +57,7 @@ def mask_keys(
         phi_k = phi_k.masked_fill(gone, 0.0)
         v = v.masked_fill(gone, 0.0)
     if dropout_p > 0:
-        v = v * F.dropout(v.new_ones(*v.shape[:-1], 1), p=dropout_p)
+        v = v * dropout(v.new_ones(*v.shape[:-1], 1), p=dropout_p)
     return phi_k, v
 
 

@@ -171,7 +171,9 @@ class PatternAttention(AttentionBase):
             self._block_mask[1],
             key_padding_mask=key_padding,
             dropout_p=self.dropout_p,
-            recompute=self.recompute,
+            # the layer is recomputed as a whole (or keeps everything, recompute = False):
+            # recomputing each chunk again inside it would run the core a third time
+            recompute=False,
         )
 
     def forward(

@@ -9,6 +9,7 @@ from torch import nn
 from attnzoo._checks import check_positive_int
 from attnzoo.efficient._attention_free import AttentionFreeBase
 from attnzoo.efficient._fixed_length import check_length, check_seq_len
+from attnzoo.layers.dropout import Dropout
 from attnzoo.registry import EFFICIENT, Paper
 
 __all__ = ["GatedMLPMixing", "SpatialGatingUnit"]
@@ -140,7 +141,7 @@ class GatedMLPMixing(AttentionFreeBase):
         self.fc1 = nn.Linear(self.dim, self.ffn_dim)
         self.gate = SpatialGatingUnit(self.ffn_dim, self.seq_len)
         self.fc2 = nn.Linear(self.ffn_dim // 2, self.dim)
-        self.hidden_drop = nn.Dropout(self.attn_drop)
+        self.hidden_drop = Dropout(self.attn_drop)
 
     def forward(
         self,

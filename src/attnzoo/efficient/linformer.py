@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_choice, check_positive_int, type_name
+from attnzoo._recompute import recomputed
 from attnzoo.functional.attention import attention
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
@@ -72,8 +73,11 @@ class Linformer(AttentionBase):
     ``projection=`` to each.
 
     Attention weights: the ``(B, nh, L, k)`` weights over the projected rows go through
-    ``probe`` (there is no token-level matrix). Defaults: ``k = 256``; ``E, F`` initialised as
-    fairseq (xavier-uniform, gain ``1/sqrt(2)``); ``seq_len`` has no default (required).
+    ``probe`` (there is no token-level matrix). Training memory: the whole layer keeps only its
+    input for backward and is recomputed there (dropout masks replayed exactly);
+    ``recompute = False`` (an attribute) keeps its activations instead. Defaults: ``k = 256``;
+    ``E, F`` initialised as fairseq (xavier-uniform, gain ``1/sqrt(2)``); ``seq_len`` has no
+    default (required).
 
     Formula:
         $$
@@ -117,6 +121,7 @@ class Linformer(AttentionBase):
         "(B, nh, L, k) weights)"
     )
     fixed_length = True
+    recompute = True  # training: recompute in backward instead of keeping activations
 
     def __init__(
         self,
@@ -192,9 +197,18 @@ class Linformer(AttentionBase):
                 f"Linformer was built for seq_len={self.seq_len} keys (the rows of its length "
                 f"projections E, F) but got {kv_len}; build it with seq_len >= {kv_len}"
             )
+        keep = self.padding_mask(mask, x.shape[0], x.shape[1], kv_len, x.dtype)
+        if self.probe.recording:
+            out = self._layer(x, context, keep)
+        else:  # in training the whole layer (projections included) is recomputed in backward
+            out = recomputed(self._layer, x, context, keep, module=self)
+        return out.squeeze(0) if unbatched else out
+
+    def _layer(
+        self, x: torch.Tensor, context: torch.Tensor | None, keep: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Projections, length compression, attention and ``out_proj``: ``(B, L, C)``."""
         q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
-        batch, _, q_len, _ = q.shape
-        keep = self.padding_mask(mask, batch, q_len, kv_len, q.dtype)
         if keep is not None:  # zero padded rows before they are mixed into projected rows
             gone = ~keep[:, None, :, None]  # (B, 1, S, 1)
             k, v = k.masked_fill(gone, 0.0), v.masked_fill(gone, 0.0)
@@ -205,7 +219,7 @@ class Linformer(AttentionBase):
             out, _ = self.attend_scores(scores, v, None, False)
         else:
             out = attention(q, k, v, dropout_p=self.dropout_p)
-        return self.finish(out, unbatched)
+        return self.finish(out, False)
 
     def extra_repr(self) -> str:
         return (

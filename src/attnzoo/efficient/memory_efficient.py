@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from attnzoo._checks import check_positive_int, type_name
 from attnzoo.functional.attention import attention_reference
+from attnzoo.functional.dropout import dropout
 from attnzoo.functional.softmax import key_padding_keep
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
@@ -54,7 +54,7 @@ def _query_chunk(q, k_chunks, v_chunks, mask, q0, offset, dropout_p):
         weights = scores.sub_(safe).exp_()  # masked keys: exp(-inf) = 0
         total = total * rescale + weights.sum(-1, keepdim=True)
         if dropout_p > 0:
-            weights = F.dropout(weights, p=dropout_p)
+            weights = dropout(weights, p=dropout_p)
         acc = acc * rescale + weights @ v_c
         top = new_top
     dead = total == 0  # nothing to attend: exact zeros

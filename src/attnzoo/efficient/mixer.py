@@ -9,6 +9,7 @@ from torch import nn
 from attnzoo._checks import check_positive_int
 from attnzoo.efficient._attention_free import AttentionFreeBase
 from attnzoo.efficient._fixed_length import check_length, check_seq_len
+from attnzoo.layers.dropout import Dropout
 from attnzoo.registry import EFFICIENT, Paper
 
 __all__ = ["MixerTokenMixing"]
@@ -129,7 +130,7 @@ class MixerTokenMixing(AttentionFreeBase):
         self.token_hidden = check_positive_int("token_hidden", hidden)
         self.fc1 = nn.Linear(self.seq_len, self.token_hidden)
         self.fc2 = nn.Linear(self.token_hidden, self.seq_len)
-        self.hidden_drop = nn.Dropout(self.attn_drop)
+        self.hidden_drop = Dropout(self.attn_drop)
 
     def forward(
         self,

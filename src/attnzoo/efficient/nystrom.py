@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnzoo._checks import check_positive_int, type_name
+from attnzoo._recompute import recomputed
 from attnzoo.efficient._kernel import HALF
 from attnzoo.efficient._kernel_features import LOG2E
 from attnzoo.efficient._landmarks import (
@@ -19,6 +20,7 @@ from attnzoo.efficient._landmarks import (
     segment_means,
 )
 from attnzoo.functional.attention import attention
+from attnzoo.functional.dropout import dropout
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
 
@@ -74,7 +76,9 @@ class Nystromformer(AttentionBase):
     Speed: without autograd the keys are projected block by block (``block_size`` tokens) into
     an online softmax for ``softmax(Q~ K^T) V`` and the segment sums of ``K~``, and the queries
     go block by block through SDPA, the conv skip and ``out_proj``, so neither ``K`` nor any
-    ``(B, L, C)`` intermediate is whole. With autograd, whole tensors and two SDPA calls.
+    ``(B, L, C)`` intermediate is whole. With autograd, whole tensors and two SDPA calls; in
+    training the whole layer keeps only its input for backward and is recomputed there (dropout
+    masks replayed exactly), ``recompute = False`` (an attribute) keeps its activations instead.
 
     Attention weights: while ``attnzoo.viz.record_attention`` listens, the dense-equivalent
     ``softmax(Q K~^T) pinv(.) softmax(Q~ K^T)`` ``(B, nh, L, S)`` goes through ``probe`` (rows
@@ -127,6 +131,7 @@ class Nystromformer(AttentionBase):
         "(attnzoo.viz.record_attention builds its dense equivalent, O(L S))"
     )
     block_size = 1024  # keys / queries per block of the fast path: speed, not maths
+    recompute = True  # training: recompute in backward instead of keeping activations
 
     def __init__(
         self,
@@ -200,12 +205,21 @@ class Nystromformer(AttentionBase):
         x, context, unbatched = self.check_inputs(x, context, is_causal)
         batch, length, _ = x.shape
         keep = self.padding_mask(mask, batch, length, length, x.dtype)
+        if self.probe.recording:
+            out = self._layer(x, keep)
+        else:  # in training the whole layer (projections included) is recomputed in backward
+            out = recomputed(self._layer, x, keep, module=self)
+        return out.squeeze(0) if unbatched else out
+
+    def _layer(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Projections, landmarks, the three kernels and ``out_proj``: ``(B, L, C)``."""
+        batch, length, _ = x.shape
         dtype = x.dtype
         compute = torch.float32 if dtype in HALF else dtype
         q = self._heads(self.q_proj(x)).to(compute)  # (B, nh, L, hd)
         v = self._heads(self.v_proj(x)).to(compute)  # (B, nh, L, hd)
         if length == 0:
-            return self.finish(v.to(dtype), unbatched)
+            return self.finish(v.to(dtype), False)
         if keep is not None:  # padded values cannot leak (not even NaN) into any path
             v = v.masked_fill(~keep[:, None, :, None], 0.0)
         m = min(self.num_landmarks, length)
@@ -232,11 +246,11 @@ class Nystromformer(AttentionBase):
             kernel_3 = masked_weights((q_land * scale) @ k.transpose(-2, -1), rows)  # (B, nh, m, L)
             self.probe(kernel_1 @ (inv @ kernel_3))  # (B, nh, L, L)
             if self.dropout_p > 0:
-                kernel_1 = F.dropout(kernel_1, p=self.dropout_p)
+                kernel_1 = dropout(kernel_1, p=self.dropout_p)
             out = kernel_1 @ (inv @ (kernel_3 @ v))  # (B, nh, L, hd)
             if self.conv is not None:
                 out = out + self._conv_skip(v, 0, length)
-            return self.finish(out.to(dtype), unbatched)
+            return self.finish(out.to(dtype), False)
         # fast path: softmax(Q~ K^T) V by SDPA or the streamed key pass, then blocks of queries:
         # softmax(Q K~^T) Y by SDPA plus the conv skip, straight into out_proj
         if graph:
@@ -253,7 +267,7 @@ class Nystromformer(AttentionBase):
             if self.conv is not None:  # (B, nh, Lb, hd) both, (B, Lb, nh, hd) in memory
                 part = self._conv_skip(v, start, stop).add_(part)
             out[:, start:stop] = self.finish(part.to(dtype), False)  # (B, Lb, C)
-        return out.squeeze(0) if unbatched else out
+        return out
 
     def _key_pass(
         self,

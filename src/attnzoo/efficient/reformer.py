@@ -18,6 +18,7 @@ from attnzoo.efficient._clustering import (
     look_back,
     merge_slots,
 )
+from attnzoo.functional.dropout import dropout
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
 
@@ -298,4 +299,4 @@ class ReformerAttention(AttentionBase):
             return merged[:, :, :length]
         dense = dense_weights(attn, weights.view_as(token), token, k_token, length + 1, length + 1)
         dense = self.probe(dense[:, :, :length, :length])  # (B, nh, L, L)
-        return F.dropout(dense, p=self.dropout_p) @ v if self.dropout_p > 0 else dense @ v
+        return dropout(dense, p=self.dropout_p) @ v if self.dropout_p > 0 else dense @ v

@@ -15,6 +15,7 @@ from attnzoo.efficient._clustering import (
     gather_rows,
     merge_slots,
 )
+from attnzoo.functional.dropout import dropout
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
 
@@ -213,7 +214,7 @@ class RoutingAttention(AttentionBase):
                 attn, weights.view_as(q_index), q_index, k_index, length + 1, kv_len + 1
             )
             dense = self.probe(dense[:, :, :length, :kv_len])  # (B, nh, L, S)
-            merged = F.dropout(dense, p=self.dropout_p) @ v if self.dropout_p > 0 else dense @ v
+            merged = dropout(dense, p=self.dropout_p) @ v if self.dropout_p > 0 else dense @ v
         return self.finish(merged.to(x.dtype), unbatched)
 
     def _top_k_groups(

@@ -9,6 +9,7 @@ from torch import nn
 from attnzoo._checks import check_finite, check_positive_int
 from attnzoo._recompute import recomputed
 from attnzoo.efficient._clustering import attend_groups, compute_dtype
+from attnzoo.functional.dropout import dropout
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
 
@@ -305,7 +306,7 @@ class SinkhornAttention(AttentionBase):
         if self.probe.recording:  # weights on the original tokens; none on padding
             dense = self._dense(attn, sort) * valid.flatten(2).unsqueeze(-2)  # (B, nh, nb, nb)
             dense = self.probe(dense[..., :length, :length])  # (B, nh, L, L)
-            dropped = F.dropout(dense, p=self.dropout_p) if self.dropout_p > 0 else dense
+            dropped = dropout(dense, p=self.dropout_p) if self.dropout_p > 0 else dense
             out = dropped @ v.flatten(2, 3)[:, :, :length]  # (B, nh, L, hd)
         else:
             out = out.flatten(2, 3)[:, :, :length]  # (B, nh, L, hd)

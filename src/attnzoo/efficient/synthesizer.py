@@ -10,6 +10,7 @@ from torch import nn
 
 from attnzoo._checks import check_positive_int, type_name
 from attnzoo.efficient._fixed_length import check_length, check_seq_len
+from attnzoo.functional.dropout import dropout
 from attnzoo.functional.softmax import key_padding_keep
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
@@ -318,7 +319,7 @@ class SynthesizerAttention(AttentionBase):
         half = v.dtype in (torch.float16, torch.bfloat16)
         attn = torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None).to(v.dtype)
         if self.dropout_p > 0:
-            attn = F.dropout(attn.expand(v.shape[0], -1, -1, -1), p=self.dropout_p)
+            attn = dropout(attn.expand(v.shape[0], -1, -1, -1), p=self.dropout_p)
         return torch.matmul(attn, v)  # (B, nh, L, hd)
 
     def extra_repr(self) -> str:

@@ -7,6 +7,7 @@ from attnzoo.functional import masks
 from attnzoo.functional.attention import attention, attention_reference, validate_qkv
 from attnzoo.functional.block_mask import BlockMask, create_block_mask
 from attnzoo.functional.block_sparse import block_sparse_attention
+from attnzoo.functional.dropout import dropout
 from attnzoo.functional.hard import hard_attention
 from attnzoo.functional.heads import merge_heads, split_heads
 from attnzoo.functional.normalizers import entmax15, sparsemax
@@ -41,6 +42,7 @@ __all__ = [
     "cosine_score",
     "create_block_mask",
     "dot_score",
+    "dropout",
     "entmax15",
     "hard_attention",
     "l2_score",

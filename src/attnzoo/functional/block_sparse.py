@@ -31,6 +31,7 @@ from attnzoo._checks import check_choice, check_finite, check_probability, type_
 from attnzoo._recompute import needs_grad, recomputed
 from attnzoo.functional.attention import validate_qkv
 from attnzoo.functional.block_mask import BlockMask
+from attnzoo.functional.dropout import dropout
 
 __all__ = ["block_sparse_attention"]
 
@@ -156,7 +157,7 @@ def _weights(scores, drops, dead, dropout_p: float, bk: int) -> torch.Tensor:
     attn = torch.softmax(scores, dim=-1)
     if dead is not None:
         attn = attn.masked_fill(dead, 0.0)
-    return F.dropout(attn, p=dropout_p) if dropout_p > 0 else attn
+    return dropout(attn, p=dropout_p) if dropout_p > 0 else attn
 
 
 def _band_chunk(q_chunk, k_flat, v_flat, chunk: _Chunk, drops, dead, dropout_p, shape, scale):

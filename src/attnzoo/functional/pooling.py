@@ -9,9 +9,9 @@ baseline the survey compares it with.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from attnzoo._checks import check_choice, check_finite, check_probability, type_name
+from attnzoo.functional.dropout import dropout
 from attnzoo.functional.softmax import (
     causal_mask,
     check_mask,
@@ -46,7 +46,7 @@ def pool(
     keep = key_padding_keep(mask if padding is None else padding, values)
     if keep is not None:
         values = values.masked_fill(~keep, 0.0)
-    dropped = F.dropout(attn, p=dropout_p) if dropout_p > 0 else attn
+    dropped = dropout(attn, p=dropout_p) if dropout_p > 0 else attn
     return dropped @ values, attn
 
 

@@ -1,9 +1,10 @@
-"""Shared building blocks: attention base, probe, MLPs, convs, norms, drop path, patch embedding."""
+"""Shared building blocks: attention base, probe, MLPs, convs, norms, dropout, drop path, patch."""
 
 from attnzoo.layers.attention_base import AttentionBase, as_attention_mask
 from attnzoo.layers.channel_ops import scale_channels, spatial_mean
 from attnzoo.layers.conv import ConvNormAct
 from attnzoo.layers.drop_path import DropPath, drop_path
+from attnzoo.layers.dropout import Dropout
 from attnzoo.layers.helpers import make_divisible, to_2tuple
 from attnzoo.layers.mlp import Mlp, SqueezeMlp
 from attnzoo.layers.norms import LayerNorm2d
@@ -17,6 +18,7 @@ __all__ = [
     "AttentionProbe",
     "ConvNormAct",
     "DropPath",
+    "Dropout",
     "LayerNorm2d",
     "Mlp",
     "PatchEmbed",

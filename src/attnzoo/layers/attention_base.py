@@ -20,6 +20,7 @@ from attnzoo._checks import (
 )
 from attnzoo.functional.pooling import pool
 from attnzoo.functional.softmax import causal_mask, check_mask, merge_masks
+from attnzoo.layers.dropout import Dropout
 from attnzoo.layers.probe import AttentionProbe
 
 __all__ = ["AttentionBase", "as_attention_mask"]
@@ -142,7 +143,7 @@ class AttentionBase(nn.Module):
                 )
             self.q_proj, self.k_proj = nn.Identity(), nn.Identity()
             self.v_proj, self.out_proj = nn.Identity(), nn.Identity()
-        self.proj_drop = nn.Dropout(check_probability("proj_drop", proj_drop))
+        self.proj_drop = Dropout(check_probability("proj_drop", proj_drop))
         self.probe = AttentionProbe()
 
     @property

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_positive_int, check_probability
+from attnzoo.layers.dropout import Dropout
 from attnzoo.layers.vision_utils import LayerType, create_act
 
 __all__ = ["Mlp", "SqueezeMlp"]
@@ -88,9 +89,9 @@ class Mlp(nn.Module):
             check_positive_int("dim", dim), check_positive_int("hidden", hidden), bias=bias
         )
         self.act = create_act(act_layer)
-        self.drop1 = nn.Dropout(check_probability("drop", drop))
+        self.drop1 = Dropout(check_probability("drop", drop))
         self.fc2 = nn.Linear(hidden, dim, bias=bias)
-        self.drop2 = nn.Dropout(drop)
+        self.drop2 = Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))

@@ -16,6 +16,7 @@ from torch import nn
 
 from attnzoo._checks import check_choice, check_positive_int, check_probability, type_name
 from attnzoo.layers.drop_path import DropPath
+from attnzoo.layers.dropout import Dropout
 from attnzoo.layers.mlp import Mlp
 from attnzoo.positional.learned import LearnedPositionalEmbedding
 from attnzoo.positional.sinusoidal import SinusoidalPositionalEncoding
@@ -227,7 +228,7 @@ class EncoderLayer(nn.Module):
             role="causal self-attention" if causal else "self-attention",
         )
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.drop = nn.Dropout(check_probability("dropout", dropout))
+        self.drop = Dropout(check_probability("dropout", dropout))
         self.mlp = Mlp(dim, ffn_dim, act_layer=activation, drop=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.drop_path = DropPath(drop_path)
@@ -324,7 +325,7 @@ class DecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
-        self.drop = nn.Dropout(check_probability("dropout", dropout))
+        self.drop = Dropout(check_probability("dropout", dropout))
         self.mlp = Mlp(
             dim, check_positive_int("ffn_dim", ffn_dim), act_layer=activation, drop=dropout
         )

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from attnzoo._checks import check_choice, check_finite, check_positive_int, check_probability
+from attnzoo.layers.dropout import Dropout
 from attnzoo.layers.helpers import to_2tuple
 from attnzoo.layers.patch_embed import PatchEmbed
 from attnzoo.models._blocks import EncoderLayer
@@ -139,7 +140,7 @@ class VisionTransformer(CheckedLoadMixin, nn.Module):
             self.pos_embed = nn.Parameter(torch.zeros(1, tokens, embed_dim))  # (1, N + 1, D)
         else:
             self.register_buffer("pos_embed", self._sincos_table(), persistent=False)
-        self.pos_drop = nn.Dropout(check_probability("pos_drop_rate", pos_drop_rate))
+        self.pos_drop = Dropout(check_probability("pos_drop_rate", pos_drop_rate))
         # stochastic depth grows linearly with depth (DeiT, timm)
         rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
@@ -162,7 +163,7 @@ class VisionTransformer(CheckedLoadMixin, nn.Module):
         use_fc_norm = global_pool == "avg"
         self.norm = nn.Identity() if use_fc_norm else nn.LayerNorm(embed_dim, eps=norm_eps)
         self.fc_norm = nn.LayerNorm(embed_dim, eps=norm_eps) if use_fc_norm else nn.Identity()
-        self.head_drop = nn.Dropout(check_probability("drop_rate", drop_rate))
+        self.head_drop = Dropout(check_probability("drop_rate", drop_rate))
         self.head = nn.Linear(embed_dim, num_classes) if num_classes else nn.Identity()
         self._init_weights()
 

@@ -12,6 +12,7 @@ from attnzoo._checks import (
     check_probability,
     type_name,
 )
+from attnzoo.layers.dropout import Dropout
 
 __all__ = ["AdditivePositionalTable", "check_input", "check_length", "check_lengths"]
 
@@ -79,7 +80,7 @@ class AdditivePositionalTable(nn.Module):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.max_len = check_positive_int("max_len", max_len)
-        self.dropout = nn.Dropout(check_probability("dropout", dropout))
+        self.dropout = Dropout(check_probability("dropout", dropout))
 
     def table(self) -> torch.Tensor:
         raise NotImplementedError

@@ -10,6 +10,7 @@ from torch import nn
 
 from attnzoo._checks import check_positive_int, check_probability
 from attnzoo.functional.softmax import safe_softmax
+from attnzoo.layers.dropout import Dropout
 from attnzoo.layers.probe import AttentionProbe
 from attnzoo.registry import VISION, Paper
 from attnzoo.vision.base import VisionModule
@@ -113,9 +114,9 @@ class OutlookAttention(VisionModule):
         window = kernel_size * kernel_size
         self.v = nn.Conv2d(channels, channels, kernel_size=1, bias=qkv_bias)
         self.attn = nn.Conv2d(channels, window * window * num_heads, kernel_size=1)
-        self.attn_drop = nn.Dropout(check_probability("attn_drop", attn_drop))
+        self.attn_drop = Dropout(check_probability("attn_drop", attn_drop))
         self.proj = nn.Conv2d(channels, channels, kernel_size=1)
-        self.proj_drop = nn.Dropout(check_probability("proj_drop", proj_drop))
+        self.proj_drop = Dropout(check_probability("proj_drop", proj_drop))
         self.probe = AttentionProbe()
 
     def _windows(self, size: int, name: str) -> int:
