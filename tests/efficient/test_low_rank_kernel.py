@@ -313,6 +313,33 @@ def test_linformer_shorter_input_slices_the_projection():
     assert_close(module(x), expected)
 
 
+@pytest.mark.parametrize("sharing", ["none", "headwise", "kv"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("cross", [False, True])
+def test_linformer_equals_projecting_every_token_then_compressing(sharing, bias, cross):
+    """The shared-projection path compresses the tokens before projecting them: same maths."""
+    module = build("linformer", seq_len=12, k=5, sharing=sharing, qkv_bias=bias)
+    x = x_(length=7).requires_grad_()
+    context = x_(length=10, seed=1) if cross else None
+    keys = 10 if cross else 7
+    real = torch.arange(keys)[None, :] < torch.tensor([[keys], [4]])  # (2, S): sample 2 padded
+    q, k, v = heads(module, x, context)
+    gone = ~real[:, None, :, None]  # (B, 1, S, 1)
+    k, v = k.masked_fill(gone, 0.0), v.masked_fill(gone, 0.0)
+    e = module.proj_e[..., :keys, :]  # (S, k) or (nh, S, k)
+    f = (module.proj_e if module.proj_f is None else module.proj_f)[..., :keys, :]
+    spec = "sk,bhsd->bhkd" if e.dim() == 2 else "hsk,bhsd->bhkd"
+    expected = module.finish(
+        attention_reference(q, torch.einsum(spec, e, k), torch.einsum(spec, f, v)), False
+    )
+    out = module(x, context, mask=real)
+    assert_close(out, expected)
+    weights = torch.linspace(-1, 1, DIM, dtype=F64)
+    grad = torch.autograd.grad((out * weights).sum(), x)[0]
+    grad_ref = torch.autograd.grad((expected * weights).sum(), x)[0]
+    assert_close(grad, grad_ref)
+
+
 def test_linformer_longer_input_raises_naming_seq_len():
     module = build("linformer", seq_len=8, k=4)
     with pytest.raises(ValueError, match="seq_len"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnzoo._checks import check_choice, check_positive_int, type_name
@@ -71,6 +72,11 @@ class Linformer(AttentionBase):
     — one matrix for keys and values (``E = F``); ``"layerwise"`` — one matrix for keys and
     values shared by several layers: pass the same :func:`linformer_projection` as
     ``projection=`` to each.
+
+    Speed: when ``E`` and ``F`` are shared by the heads (every sharing but ``"none"``) the tokens
+    are compressed before they are projected, ``(E^T X) W_K^T + (E^T 1) b_K^T`` — the same
+    numbers as ``E^T (X W_K^T + 1 b_K^T)`` — so the key and value projections run on ``k`` rows
+    instead of ``S`` and ``K``, ``V`` ``(B, S, C)`` are never formed.
 
     Attention weights: the ``(B, nh, L, k)`` weights over the projected rows go through
     ``probe`` (there is no token-level matrix). Training memory: the whole layer keeps only its
@@ -170,14 +176,36 @@ class Linformer(AttentionBase):
         self.proj_f = linformer_projection(seq_len, self.k, heads) if separate else None
 
     def _compress(self, t: torch.Tensor, proj: torch.Tensor) -> torch.Tensor:
-        """``(B, nh, S, hd)`` -> ``(B, nh, k, hd)`` with the first ``S`` rows of ``proj``."""
-        rows = proj[..., : t.shape[2], :]  # (S, k) or (nh, S, k)
-        if rows.dim() == 2:  # shared by the heads: one large matmul over (B, S, nh * hd)
-            batch, heads, length, width = t.shape
-            flat = t.transpose(1, 2).reshape(batch, length, heads * width)  # (B, S, nh * hd)
-            out = rows.transpose(0, 1) @ flat  # (B, k, nh * hd)
-            return out.view(batch, rows.shape[-1], heads, width).transpose(1, 2)  # (B, nh, k, hd)
-        return rows.transpose(-2, -1) @ t  # (B, nh, k, hd)
+        """``(B, nh, S, hd)`` -> ``(B, nh, k, hd)`` by the first ``S`` rows of per-head ``proj``."""
+        return proj[:, : t.shape[2], :].transpose(-2, -1) @ t  # (B, nh, k, hd)
+
+    def _compressed_kv(
+        self, source: torch.Tensor, keep: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``E^T K`` and ``F^T V`` (``(B, nh, k, hd)`` each) for ``E, F`` shared by the heads.
+
+        By associativity ``E^T (X W^T + 1 b^T) = (E^T X) W^T + (E^T 1) b^T``: the ``S`` tokens are
+        compressed to ``k`` rows first (one product for ``E`` and ``F`` together) and only those
+        rows are projected, so ``K`` and ``V`` ``(B, S, C)`` are never formed. Padded tokens are
+        zeroed first and left out of ``E^T 1`` (the maths of zeroing their keys and values).
+        """
+        batch, length, _ = source.shape
+        rows = self.proj_e[:length]  # (S, k)
+        if self.proj_f is not None:
+            rows = torch.cat([rows, self.proj_f[:length]], dim=1)  # (S, 2k): E and F
+        if keep is not None:  # padded tokens take no part (not even a NaN they hold)
+            source = source.masked_fill(~keep[:, :, None], 0.0)
+        mixed = rows.transpose(0, 1) @ source  # (B, k or 2k, C_ctx)
+        mixed_k, mixed_v = mixed[:, : self.k], mixed[:, -self.k :]  # (B, k, C_ctx) x 2
+        k = F.linear(mixed_k, self.k_proj.weight)  # (B, k, C)
+        v = F.linear(mixed_v, self.v_proj.weight)  # (B, k, C)
+        if self.k_proj.bias is not None:
+            sums = rows.sum(0) if keep is None else keep.to(rows.dtype) @ rows  # ([B,] k or 2k)
+            k = k + (sums[..., : self.k, None] * self.k_proj.bias).to(k.dtype)  # autocast: bf16
+            v = v + (sums[..., -self.k :, None] * self.v_proj.bias).to(v.dtype)
+        shape = (batch, self.k, self.num_heads, self.head_dim)
+        k = k.view(shape).transpose(1, 2)  # (B, nh, k, hd)
+        return k, v.view(shape).transpose(1, 2)  # (B, nh, k, hd) x 2
 
     def forward(
         self,
@@ -208,12 +236,16 @@ class Linformer(AttentionBase):
         self, x: torch.Tensor, context: torch.Tensor | None, keep: torch.Tensor | None
     ) -> torch.Tensor:
         """Projections, length compression, attention and ``out_proj``: ``(B, L, C)``."""
-        q, k, v = self.project(x, context)  # (B, nh, L, hd), (B, nh, S, hd) x 2
-        if keep is not None:  # zero padded rows before they are mixed into projected rows
-            gone = ~keep[:, None, :, None]  # (B, 1, S, 1)
-            k, v = k.masked_fill(gone, 0.0), v.masked_fill(gone, 0.0)
-        proj_f = self.proj_e if self.proj_f is None else self.proj_f
-        k, v = self._compress(k, self.proj_e), self._compress(v, proj_f)  # (B, nh, k, hd)
+        q = self.project_query(x)  # (B, nh, L, hd)
+        source = x if context is None else context
+        if self.proj_e.dim() == 2:  # E, F shared by the heads: compress before projecting
+            k, v = self._compressed_kv(source, keep)  # (B, nh, k, hd) x 2
+        else:  # one E_i, F_i per head
+            k, v = self.project_kv(source)  # (B, nh, S, hd) x 2
+            if keep is not None:  # zero padded rows before they are mixed into projected rows
+                gone = ~keep[:, None, :, None]  # (B, 1, S, 1)
+                k, v = k.masked_fill(gone, 0.0), v.masked_fill(gone, 0.0)
+            k, v = self._compress(k, self.proj_e), self._compress(v, self.proj_f)
         if self.probe.recording:
             scores = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)  # (B, nh, L, k)
             out, _ = self.attend_scores(scores, v, None, False)

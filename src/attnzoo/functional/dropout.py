@@ -20,16 +20,15 @@ class _MaskedScale(torch.autograd.Function):
     """``x * keep * scale`` keeping only the boolean ``keep`` for backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, noise: torch.Tensor, scale: float) -> torch.Tensor:
-        keep = noise.bool()
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return x * noise
+        ctx.scale = scale  # a () tensor, not an input: kept on ctx, outside the saved bytes
+        return torch.mul(x, keep).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return grad.mul(keep).mul_(ctx.scale), None, None
+        return torch.mul(grad, keep).mul_(ctx.scale), None, None
 
 
 def dropout(
@@ -76,8 +75,9 @@ def dropout(
     if not lean:
         return F.dropout(x, p=p, training=True, inplace=inplace)
     keep_prob = 1.0 - p
-    noise = torch.empty_like(x).bernoulli_(keep_prob)  # as the CPU kernel: input's layout
-    noise.div_(keep_prob)
-    # the kept elements' factor, exactly as the noise holds it (the kernel rounds 1 / (1 - p))
-    scale = float(x.new_ones(1).div_(keep_prob))
-    return _MaskedScale.apply(x, noise, scale)
+    # the kernel's bernoulli_ draws the same numbers into a bool tensor as into a float one
+    keep = torch.empty_like(x, dtype=torch.bool).bernoulli_(keep_prob)  # layout of x
+    # the kept elements' factor as the kernel's noise holds it: 1 / (1 - p) rounded to x's dtype;
+    # x * keep * scale then equals x * noise bit for bit (dropped: x * 0, so inf gives NaN too)
+    scale = x.new_ones(()).div_(keep_prob)  # () tensor
+    return _MaskedScale.apply(x, keep, scale)
