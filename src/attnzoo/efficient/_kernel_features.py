@@ -91,7 +91,7 @@ def softmax_kernel_features(
     """
     hd, m = x.shape[-1], projection.shape[0]
     w = projection * (hd**-0.25 * LOG2E)  # (m, hd): log2(e) w^T x' = (w log2(e) / hd^(1/4))^T x
-    rows = x.reshape(-1, hd)  # (N, hd), a view of contiguous input
+    rows = x.reshape(-1, hd)  # (N, hd): a view of contiguous input, else a copy
     target = None if out is None else out.view(-1, m)  # (N, m)
     if return_log_scale and not normalise_rows:
         raise ValueError("return_log_scale=True needs normalise_rows=True")
