@@ -220,15 +220,16 @@ class KernelAttentionBase(AttentionBase):
             v = self._split_heads(self.v_proj(src)).transpose(1, 2)  # (B, nh, Lb, dv)
             phi_k, log_k = features(self.scaled_key_features, k)  # (B, nh, Lb, m), (.., 1)
             phi_k, v = mask_keys(phi_k, v.to(compute), gone, self.dropout_p)
-            v_ext = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # (B, nh, Lb, dv + 1)
-            block_log = None
-            if log_k is not None:  # online rescaling to the largest log-scale so far
-                if gone is not None:
-                    log_k = log_k.masked_fill(gone, -math.inf)
-                block_log = largest_log_scale(log_k, reference)  # (B, nh, 1, 1)
-                v_ext = v_ext * log_weight(log_k, block_log)
-            # (V_ext^T phi(K))^T rather than phi(K)^T V_ext: the gradient of phi(K) comes back
+            # (V^T phi(K))^T rather than phi(K)^T V: the gradient of phi(K) comes back
             # contiguous, where the other order returns it transposed (a copy in backward)
+            if log_k is None:
+                part = (v.transpose(-2, -1) @ phi_k).transpose(-2, -1)  # (B, nh, m, dv)
+                return torch.cat([part, phi_k.sum(2).unsqueeze(-1)], -1), None  # (.., dv + 1)
+            if gone is not None:  # online rescaling to the largest log-scale so far
+                log_k = log_k.masked_fill(gone, -math.inf)
+            block_log = largest_log_scale(log_k, reference)  # (B, nh, 1, 1)
+            v_ext = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # (B, nh, Lb, dv + 1)
+            v_ext = v_ext * log_weight(log_k, block_log)
             part = (v_ext.transpose(-2, -1) @ phi_k).transpose(-2, -1)  # (B, nh, m, dv + 1)
             return part, block_log
 

@@ -21,7 +21,7 @@ LOG2E = math.log2(math.e)
 
 def elu_features(x: torch.Tensor) -> torch.Tensor:
     """``phi(x) = elu(x) + 1`` (Katharopoulos et al. 2020): positive, ``exp(x)`` for ``x < 0``."""
-    return F.elu(x) + 1.0
+    return F.elu(x).add_(1.0)  # in place: elu's backward reads its input, not its output
 
 
 def orthogonal_gaussian(
