@@ -185,27 +185,30 @@ class Linformer(AttentionBase):
         """``E^T K`` and ``F^T V`` (``(B, nh, k, hd)`` each) for ``E, F`` shared by the heads.
 
         By associativity ``E^T (X W^T + 1 b^T) = (E^T X) W^T + (E^T 1) b^T``: the ``S`` tokens are
-        compressed to ``k`` rows first (one product for ``E`` and ``F`` together) and only those
-        rows are projected, so ``K`` and ``V`` ``(B, S, C)`` are never formed. Padded tokens are
-        zeroed first and left out of ``E^T 1`` (the maths of zeroing their keys and values).
+        compressed to ``k`` rows first and only those rows are projected, so ``K`` and ``V``
+        ``(B, S, C)`` are never formed. Padded tokens are zeroed first and left out of ``E^T 1``
+        (the maths of zeroing their keys and values).
         """
         batch, length, _ = source.shape
-        rows = self.proj_e[:length]  # (S, k)
-        if self.proj_f is not None:
-            rows = torch.cat([rows, self.proj_f[:length]], dim=1)  # (S, 2k): E and F
         if keep is not None:  # padded tokens take no part (not even a NaN they hold)
             source = source.masked_fill(~keep[:, :, None], 0.0)
-        mixed = rows.transpose(0, 1) @ source  # (B, k or 2k, C_ctx)
-        mixed_k, mixed_v = mixed[:, : self.k], mixed[:, -self.k :]  # (B, k, C_ctx) x 2
-        k = F.linear(mixed_k, self.k_proj.weight)  # (B, k, C)
-        v = F.linear(mixed_v, self.v_proj.weight)  # (B, k, C)
-        if self.k_proj.bias is not None:
-            sums = rows.sum(0) if keep is None else keep.to(rows.dtype) @ rows  # ([B,] k or 2k)
-            k = k + (sums[..., : self.k, None] * self.k_proj.bias).to(k.dtype)  # autocast: bf16
-            v = v + (sums[..., -self.k :, None] * self.v_proj.bias).to(v.dtype)
-        shape = (batch, self.k, self.num_heads, self.head_dim)
-        k = k.view(shape).transpose(1, 2)  # (B, nh, k, hd)
-        return k, v.view(shape).transpose(1, 2)  # (B, nh, k, hd) x 2
+
+        def compressed(rows: torch.Tensor, mixed: torch.Tensor, proj: nn.Linear) -> torch.Tensor:
+            out = F.linear(mixed, proj.weight)  # (B, k, C)
+            if proj.bias is not None:
+                sums = rows.sum(0) if keep is None else keep.to(rows.dtype) @ rows  # ([B,] k)
+                out = out + (sums[..., None] * proj.bias).to(out.dtype)  # autocast: bf16
+            heads = out.view(batch, self.k, self.num_heads, self.head_dim)  # (B, k, nh, hd)
+            return heads.transpose(1, 2)  # (B, nh, k, hd)
+
+        rows_e = self.proj_e[:length]  # (S, k)
+        mixed_e = rows_e.transpose(0, 1) @ source  # (B, k, C_ctx)
+        rows_f, mixed_f = rows_e, mixed_e  # sharing "kv" / "layerwise": F = E
+        if self.proj_f is not None:
+            rows_f = self.proj_f[:length]  # (S, k)
+            mixed_f = rows_f.transpose(0, 1) @ source  # (B, k, C_ctx)
+        k = compressed(rows_e, mixed_e, self.k_proj)  # (B, nh, k, hd)
+        return k, compressed(rows_f, mixed_f, self.v_proj)  # (B, nh, k, hd) x 2
 
     def forward(
         self,
