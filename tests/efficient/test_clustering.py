@@ -206,6 +206,29 @@ def test_reformer_padding_is_isolated():
     assert_close(out[1, 17:], module.out_proj.bias.expand(13, DIM))
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("length", "bucket_size"), [(40, 4), (37, 8), (9, 16)])
+def test_reformer_fused_chunks_equal_grouped_chunks_with_gradients(causal, length, bucket_size):
+    """One round without dropout runs fused SDPA; the grouped path (dropout, rounds, probe)
+    computes the same function, values and gradients, padding with NaN included."""
+    module = make("reformer", bucket_size=bucket_size, n_hashes=1)
+    x, real = x_(length=length, seed=21), padding(2, length, length // 2 + 1)
+    x[1, length // 2 + 1 :] = float("nan")
+    results = []
+    for fused in (True, False):
+        inputs = x.clone().requires_grad_(True)
+        shape = (2, length, HEADS, DIM // HEADS)
+        q, v = module.q_proj(inputs).view(shape), module.v_proj(inputs).view(shape)
+        out = module._attend(q, v, real, causal, fused=fused)  # (B, nh, L, hd)
+        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).double()
+        (out * weight).nan_to_num().sum().backward()
+        results.append((out.detach(), inputs.grad[real]))
+    assert torch.isfinite(results[0][0]).all() and torch.isfinite(results[0][1]).all()
+    assert (results[0][0][1, :, length // 2 + 1 :] == 0).all()  # padding outputs are zeros
+    assert_close(results[0][0], results[1][0])
+    assert_close(results[0][1], results[1][1])
+
+
 @pytest.mark.parametrize("name", ["reformer", "routing", "sinkhorn"])
 def test_strictly_causal_on_long_inputs(name):
     options = {
@@ -502,17 +525,19 @@ def test_sinkhorn_gumbel_noise_in_training_only_and_seq_len():
 
 # --------------------------------------------------------------------------------- all three
 
-LONG = {
-    "reformer": {"bucket_size": 4, "n_hashes": 2},
-    "routing": {"num_clusters": 4},
-    "sinkhorn": {"seq_len": 32, "bucket_size": 4},
+LONG = {  # reformer with one round takes its fused path, with two its grouped one
+    "reformer": ("reformer", {"bucket_size": 4, "n_hashes": 2}),
+    "reformer_one_round": ("reformer", {"bucket_size": 4, "n_hashes": 1}),
+    "routing": ("routing", {"num_clusters": 4}),
+    "sinkhorn": ("sinkhorn", {"seq_len": 32, "bucket_size": 4}),
 }
 
 
-@pytest.mark.parametrize("name", sorted(LONG))
+@pytest.mark.parametrize("case", sorted(LONG))
 @pytest.mark.parametrize("causal", [False, True])
-def test_padding_invariance_and_dead_rows_on_long_inputs(name, causal):
-    module = make(name, **LONG[name])
+def test_padding_invariance_and_dead_rows_on_long_inputs(case, causal):
+    name, options = LONG[case]
+    module = make(name, **options)
     x, real = x_(length=29, seed=17), padding(2, 29, 13)
     out = module(x, mask=real, is_causal=causal)
     garbage = x.clone()
@@ -534,9 +559,10 @@ def test_padding_invariance_and_dead_rows_on_long_inputs(name, causal):
     assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
 
 
-@pytest.mark.parametrize("name", sorted(LONG))
-def test_recorded_weights_reproduce_the_fast_path(name):
-    module = make(name, **LONG[name])
+@pytest.mark.parametrize("case", sorted(LONG))
+def test_recorded_weights_reproduce_the_fast_path(case):
+    name, options = LONG[case]
+    module = make(name, **options)
     x, real = x_(length=30, seed=18), padding(2, 30, 20)
     for causal in (False, True):
         fast = module(x, mask=real, is_causal=causal)
@@ -550,9 +576,10 @@ def test_recorded_weights_reproduce_the_fast_path(name):
             assert (weights.triu(1) == 0).all()
 
 
-@pytest.mark.parametrize("name", sorted(LONG))
-def test_half_precision_keeps_dtype_and_stays_finite(name):
-    module = attnzoo.create(name, DIM, num_heads=HEADS, **LONG[name]).to(torch.bfloat16).eval()
+@pytest.mark.parametrize("case", sorted(LONG))
+def test_half_precision_keeps_dtype_and_stays_finite(case):
+    name, options = LONG[case]
+    module = attnzoo.create(name, DIM, num_heads=HEADS, **options).to(torch.bfloat16).eval()
     x = x_(length=30, seed=19).to(torch.bfloat16)
     out = module(x, is_causal=True)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()

@@ -8,12 +8,15 @@ the token saw. The pieces:
 
 - :func:`gather_rows` / :func:`gather_flags`: gather tokens into groups (one ``gather`` each);
 - :func:`bucket_layout`: sort tokens by (bucket, position) and give every bucket whole chunks;
-- :func:`look_back`: each chunk also sees the chunk before it;
+- :func:`token_slots`: the inverse of a layout, the slot of each token;
 - :func:`attend_groups`: masked softmax inside the groups, returning the log-normaliser;
+- :func:`fused_chunks`: chunks of sorted buckets through fused SDPA, when no normaliser is
+  needed (one round, no weight dropout), with :func:`chunk_bias` as their masks;
 - :func:`merge_slots`: logsumexp-weighted merge of each token's group results (one scatter);
-- :func:`dense_weights`: the equivalent ``(B, nh, L, S)`` weights, only while a probe records.
+- :func:`dense_weights` / :func:`grouped_dense_weights`: the equivalent ``(B, nh, L, S)``
+  weights, only while a probe records.
 
-Nothing here builds an ``L x S`` tensor except :func:`dense_weights`.
+Nothing here builds an ``L x S`` tensor except those two.
 """
 
 from __future__ import annotations
@@ -21,18 +24,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from attnzoo.functional.dropout import dropout
 
 __all__ = [
     "attend_groups",
     "bucket_layout",
+    "chunk_bias",
     "compute_dtype",
     "dense_weights",
+    "fused_chunks",
     "gather_flags",
     "gather_rows",
-    "look_back",
+    "grouped_dense_weights",
     "merge_slots",
+    "token_slots",
 ]
 
 NEG_INF = float("-inf")
@@ -108,9 +115,15 @@ def bucket_layout(
     return slot_token, slot_bucket
 
 
-def look_back(x: torch.Tensor, chunk_dim: int, item_dim: int) -> torch.Tensor:
-    """Prepend each chunk's predecessor (the first chunk gets the last one) along ``item_dim``."""
-    return torch.cat([x.roll(1, dims=chunk_dim), x], dim=item_dim)
+def token_slots(slot_token: torch.Tensor, length: int) -> torch.Tensor:
+    """Inverse of a layout: the slot of every token ``(B, H, R, length)``, ``-1`` where none.
+
+    ``slot_token`` ``(B, H, R, T)`` holds tokens in ``[0, length)``; a token in several slots of
+    one round (a dump row for empty slots) keeps one of them.
+    """
+    slots = torch.arange(slot_token.shape[-1], device=slot_token.device).expand_as(slot_token)
+    inverse = slot_token.new_full((*slot_token.shape[:-1], length), -1)
+    return inverse.scatter_(-1, slot_token, slots)  # (B, H, R, length)
 
 
 def attend_groups(
@@ -214,3 +227,110 @@ def dense_weights(
     flat = flat.reshape(batch, heads, -1)  # (B, H, G * w * K)
     dense = dense.scatter_add(2, flat, values.reshape(batch, heads, -1))  # (B, H, L * S)
     return dense.view(batch, heads, length, kv_len)  # (B, H, L, S)
+
+
+def grouped_dense_weights(
+    parts: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+    groups_per_plane: int,
+    planes: int,
+    size: int,
+) -> torch.Tensor:
+    """Dense-equivalent ``(planes, size, size)`` weights of groups from flattened planes.
+
+    Args:
+        parts: ``(weights (n, w, K), group (n,), q_index (n, w), k_index (n, K))`` tuples: the
+            final weights of ``n`` groups, their flat group numbers (plane ``group //
+            groups_per_plane``) and the tokens of their query and key slots. Weights that
+            several parts give one pair add up.
+        groups_per_plane: Groups of each ``(batch, head)`` plane.
+        planes: ``B * H``.
+        size: Tokens per plane (queries and keys).
+    """
+    values = parts[0][0]
+    dense = values.new_zeros(planes * size * size)
+    for weights, group, q_index, k_index in parts:
+        plane = (group // groups_per_plane).view(-1, 1, 1)  # (n, 1, 1)
+        flat = (plane * size + q_index.unsqueeze(-1)) * size + k_index.unsqueeze(-2)  # (n, w, K)
+        dense = dense.index_add(0, flat.reshape(-1), weights.reshape(-1))
+    return dense.view(planes, size, size)  # (planes, size, size)
+
+
+def chunk_bias(chunk: int, causal: bool, penalty: float, dtype, device) -> torch.Tensor:
+    """Additive score masks ``(m + 1, m, m)`` of a chunk by its number of filled slots.
+
+    Entry ``c``: keys ``>= c`` (empty slots) at ``-inf``, the diagonal lowered by ``penalty``
+    and, if ``causal``, keys after the query at ``-inf``.
+    """
+    slots = torch.arange(chunk, device=device)
+    filled = torch.arange(chunk + 1, device=device).view(-1, 1, 1)  # (m + 1, 1, 1)
+    visible = (slots.view(1, 1, chunk) < filled).expand(-1, chunk, -1)  # (m + 1, m, m)
+    if causal:
+        visible = visible & (slots.view(-1, 1) >= slots.view(1, -1))  # (m, m) query >= key
+    bias = torch.zeros(visible.shape, dtype=dtype, device=device).masked_fill_(~visible, NEG_INF)
+    bias.diagonal(dim1=-2, dim2=-1).sub_(penalty)
+    return bias
+
+
+def fused_chunks(
+    q_rows: torch.Tensor,
+    v_rows: torch.Tensor,
+    rows: torch.Tensor,
+    count: torch.Tensor,
+    continues: torch.Tensor,
+    causal: bool,
+    penalty: float,
+    classes: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One round of chunk attention without dropout, as a few fused SDPA calls.
+
+    A chunk that starts a bucket attends to its own slots; a chunk that continues one also to
+    its previous chunk (full, and earlier: all of it visible). Only the first ``s`` slots of a
+    chunk are computed, ``s`` its filled slots rounded up to a multiple of ``m / classes``, so
+    the partly filled last chunk of every bucket costs what it holds; chunks of one kind and
+    one ``s`` go through one SDPA call, all-empty chunks through none.
+
+    Args:
+        q_rows: ``(rows, hd)`` query rows (the keys are their normalised copies).
+        v_rows: ``(rows, hd)`` value rows.
+        rows: ``(N, m)`` row of each chunk slot (any valid row where empty).
+        count: ``(N,)`` filled slots of each chunk (they come first).
+        continues: ``(N,)`` True where chunk ``n - 1`` holds the same bucket.
+        causal: Causal inside the chunk.
+        penalty: Subtracted from each query's score with its own key.
+        classes: Number of sizes ``s``.
+
+    Returns:
+        ``(out (rows', hd), offset (N,))``: slot ``i < count[n]`` of chunk ``n`` has its output
+        in row ``offset[n] + i``.
+    """
+    chunk, width = rows.shape[-1], q_rows.shape[-1]
+    bias = chunk_bias(chunk, causal, penalty, q_rows.dtype, q_rows.device)  # (m + 1, m, m)
+    step = -(-chunk // classes)
+    size = ((count + step - 1) // step * step).clamp_max(chunk)  # (N,) slots computed
+    offset = torch.zeros_like(count)
+    outs, done = [q_rows.new_zeros(0, width)], 0  # (0, hd) when no slot is filled
+    for computed in range(step, chunk + step, step):
+        computed = min(computed, chunk)
+        for later in (False, True):
+            group = ((size == computed) & (continues == later)).nonzero().squeeze(1)  # (n,)
+            if not group.numel():
+                continue
+            window = rows[group, :computed]  # (n, s) own slots
+            mask = bias[:, :computed, :computed].index_select(0, count[group])  # (n, s, s)
+            if later:  # the previous chunk's m keys come first
+                window = torch.cat([rows[group - 1], window], dim=-1)  # (n, m + s)
+                mask = F.pad(mask, (chunk, 0))  # (n, s, m + s)
+            shape = (1, len(group), window.shape[-1], width)  # (1, n, K, hd)
+            keys = q_rows.index_select(0, window.view(-1)).view(shape)
+            values = v_rows.index_select(0, window.view(-1)).view(shape)
+            out = F.scaled_dot_product_attention(
+                keys[:, :, -computed:],  # (1, n, s, hd): the queries are the own slots
+                F.normalize(keys, dim=-1),  # shared QK: unit keys
+                values,
+                attn_mask=mask.unsqueeze(0),  # (1, n, s, K)
+                scale=1.0,
+            )
+            outs.append(out.view(-1, width))  # (n s, hd)
+            offset[group] = done + computed * torch.arange(len(group), device=count.device)
+            done += computed * len(group)
+    return torch.cat(outs), offset

@@ -13,10 +13,10 @@ from attnzoo.efficient._clustering import (
     attend_groups,
     bucket_layout,
     compute_dtype,
-    dense_weights,
-    gather_rows,
-    look_back,
+    fused_chunks,
+    grouped_dense_weights,
     merge_slots,
+    token_slots,
 )
 from attnzoo.functional.dropout import dropout
 from attnzoo.layers.attention_base import AttentionBase
@@ -143,7 +143,7 @@ class ReformerAttention(AttentionBase):
         torch.Size([2, 50, 64])
     """
 
-    backend = "LSH buckets sorted into chunks, chunked softmax over adjacent chunks"
+    backend = "LSH buckets sorted into chunks; one round: fused SDPA per chunk kind"
 
     supports_mask = True
     supports_causal = True
@@ -234,60 +234,79 @@ class ReformerAttention(AttentionBase):
     def _layer(self, x, real: torch.Tensor | None, is_causal: bool, unbatched: bool):
         """Projections, LSH attention and the output projection: ``(B, L, C)``."""
         batch, length, _ = x.shape
-        heads, width = self.num_heads, self.head_dim
-        q = self.q_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
-        v = self.v_proj(x).view(batch, length, heads, width).transpose(1, 2)  # (B, nh, L, hd)
+        shape, dtype = (batch, length, self.num_heads, self.head_dim), compute_dtype(x.dtype)
+        q = self.q_proj(x).view(shape).to(dtype)  # (B, L, nh, hd)
+        v = self.v_proj(x).view(shape).to(dtype)  # (B, L, nh, hd)
         if 0 in (batch, length):  # no token to hash: the natural empty result
-            return self.attend_nothing(q, v, unbatched)
-        out = self._attend(
-            q.to(compute_dtype(q.dtype)), v.to(compute_dtype(v.dtype)), real, is_causal
-        )
+            return self.attend_nothing(q.transpose(1, 2), v.transpose(1, 2), unbatched)
+        out = self._attend(q, v, real, is_causal)  # (B, nh, L, hd)
         return self.finish(out.to(x.dtype), unbatched)
 
     def _attend(
-        self, q: torch.Tensor, v: torch.Tensor, real: torch.Tensor | None, is_causal: bool
+        self,
+        q: torch.Tensor,
+        v: torch.Tensor,
+        real: torch.Tensor | None,
+        is_causal: bool,
+        fused: bool | None = None,
     ) -> torch.Tensor:
-        batch, heads, length, width = q.shape
+        """LSH attention of token-major ``q``, ``v`` ``(B, L, nh, hd)``: ``(B, nh, L, hd)``.
+
+        ``fused`` (default: one round, no weight dropout, no probe) runs the chunks through
+        fused SDPA (:func:`fused_chunks`); otherwise :meth:`_grouped_chunks` computes the
+        weights and normalisers that dropout, several rounds and the probe need.
+        """
+        batch, length, heads, width = q.shape
         if real is not None:  # padding never enters: not even NaN stored there
-            q = q.masked_fill(~real[:, None, :, None], 0.0)
-            v = v.masked_fill(~real[:, None, :, None], 0.0)
+            q = q.masked_fill(~real[:, :, None, None], 0.0)
+            v = v.masked_fill(~real[:, :, None, None], 0.0)
         chunk = min(self.bucket_size, length)
         with torch.no_grad():
-            buckets, count = self.hash_buckets(q, num_buckets(length, self.bucket_size))
+            count = num_buckets(length, self.bucket_size)
+            buckets, count = self.hash_buckets(q.transpose(1, 2), count)  # (B, nh, R, L)
         if real is not None:
             buckets = buckets.masked_fill(~real[:, None, None, :], -1)  # padding: no bucket
         slot_token, slot_bucket = bucket_layout(buckets, chunk, count)  # (B, nh, R, T)
         rounds, total = slot_token.shape[2:]
-        # distinct bucket ids per round, so that the look-back never mixes two rounds
+        if total == 0:  # every token is padding (zeroed above): all outputs are exact zeros
+            return v.transpose(1, 2) * 0.0  # (B, nh, L, hd)
+        # distinct bucket ids per round, so that no chunk continues another round's bucket
         offsets = count * torch.arange(rounds, device=q.device).view(rounds, 1)  # (R, 1)
-        slot_bucket = torch.where(slot_bucket >= 0, slot_bucket + offsets, -1)
-        groups = rounds * total // chunk
-        # empty slots point at an extra all-zero token L: zero keys and values, dropped at the end
-        token = slot_token.masked_fill(slot_token < 0, length)
-        token = token.reshape(batch, heads, groups, chunk)  # (B, nh, G, m)
-        bucket = slot_bucket.reshape(batch, heads, groups, chunk)[..., 0]  # (B, nh, G)
-        filled = token < length  # a chunk holds one bucket, filled slots first
-        inside = token.clamp_max(length - 1)  # empty slots are masked or dropped anyway
-        sq = gather_rows(q, inside)  # (B, nh, G, m, hd)
-        k_token, k_filled, k_inside = token, filled, inside
-        if total > chunk:  # a bucket's later chunks also see its previous chunk, which is full
-            previous = (bucket.roll(1, dims=2) == bucket) & (bucket >= 0)
-            previous[:, :, 0] = False
-            k_token = look_back(token, 2, 3)  # (B, nh, G, 2m)
-            k_inside = look_back(inside, 2, 3)  # (B, nh, G, 2m)
-            k_filled = torch.cat([previous.unsqueeze(-1).expand_as(filled), filled], dim=-1)
-        sk = gather_rows(F.normalize(q, dim=-1), k_inside)  # (B, nh, G, K, hd)
-        sv = gather_rows(F.pad(v, (0, 0, 0, 1)), k_token)  # zero values in empty slots
-        scores = sq @ sk.transpose(-2, -1)  # (B, nh, G, m, K)
-        # each query's own key sits on the diagonal of the own-chunk half
-        width_k = scores.shape[-1]
-        scores[..., width_k - chunk :].diagonal(dim1=-2, dim2=-1).sub_(SELF_PENALTY)
-        keep = [k_filled.unsqueeze(-2)]
-        if is_causal:  # slots follow positions inside a bucket: causal is a fixed pattern
-            pattern = torch.ones(chunk, width_k, dtype=torch.bool, device=q.device)
-            keep.append(pattern.tril(width_k - chunk))
-        out, attn, lse = attend_groups(scores, sv, keep, self.dropout_p)
-        slots = groups * chunk
+        bucket = torch.where(slot_bucket >= 0, slot_bucket + offsets, -1)
+        bucket = bucket.view(batch, heads, -1, chunk)[..., 0]  # (B, nh, G): one per chunk
+        continues = torch.zeros_like(bucket, dtype=torch.bool)  # a plane's first chunk starts
+        continues[..., 1:] = (bucket[..., 1:] == bucket[..., :-1]) & (bucket[..., 1:] >= 0)
+        continues = continues.view(-1)  # (N,)
+        # row of token t of head h in batch b, in the token-major (B L nh, hd) layout
+        batch_index = torch.arange(batch, device=q.device).view(batch, 1, 1, 1)
+        head = torch.arange(heads, device=q.device).view(1, heads, 1, 1)
+        rows = (batch_index * length + slot_token.clamp_min(0)) * heads + head  # (B, nh, R, T)
+        rows = rows.view(-1, chunk)  # (N, m)
+        q_rows, v_rows = q.reshape(-1, width), v.reshape(-1, width)  # (B L nh, hd)
+        filled = (slot_token >= 0).view(-1, chunk)  # (N, m): empty slots are no keys
+        if fused is None:
+            fused = rounds == 1 and self.dropout_p == 0 and not self.probe.recording
+        if fused:  # slot i of chunk n has its result in row offset[n] + i
+            out, offset = fused_chunks(
+                q_rows, v_rows, rows, filled.sum(-1), continues, is_causal, SELF_PENALTY
+            )
+        else:
+            out, lse, probed = self._grouped_chunks(
+                q_rows, v_rows, rows, filled, continues, is_causal
+            )
+            offset = chunk * torch.arange(out.shape[0], device=q.device)
+        token = slot_token.masked_fill(slot_token < 0, length)  # empty slots -> dump row L
+        if rounds == 1 and not self.probe.recording:  # every token in one slot: gather back
+            slot = token_slots(token, length + 1)[..., :length].clamp_min(0)  # (B, nh, 1, L)
+            slot = slot + total * (batch_index * heads + head)  # (B, nh, 1, L) over all planes
+            slot = offset[slot // chunk] + slot % chunk  # rows of out
+            rows_back = slot.view(batch, heads, length).transpose(1, 2).reshape(-1)  # (B L nh,)
+            merged = out.reshape(-1, width).index_select(0, rows_back)  # (B L nh, hd)
+            merged = merged.view(batch, length, heads, width)  # (B, L, nh, hd)
+            if real is not None:  # padding tokens are in no slot: exact zeros
+                merged = merged.masked_fill(~real[:, :, None, None], 0.0)
+            return merged.transpose(1, 2)  # (B, nh, L, hd)
+        slots = rounds * total
         merged, weights = merge_slots(
             out.view(batch, heads, slots, width),  # (B, nh, N, hd)
             lse.view(batch, heads, slots),  # (B, nh, N)
@@ -297,6 +316,62 @@ class ReformerAttention(AttentionBase):
         )
         if not self.probe.recording:
             return merged[:, :, :length]
-        dense = dense_weights(attn, weights.view_as(token), token, k_token, length + 1, length + 1)
-        dense = self.probe(dense[:, :, :length, :length])  # (B, nh, L, L)
-        return dropout(dense, p=self.dropout_p) @ v if self.dropout_p > 0 else dense @ v
+        # dense weights of both products, times each slot's merge weight
+        token, weights = token.view(-1, chunk), weights.view(-1, chunk)  # (N, m)
+        parts = [
+            (chunk_weights * weights[group].unsqueeze(-1), group, token[group], token[keys])
+            for chunk_weights, group, keys in probed
+        ]
+        dense = grouped_dense_weights(parts, slots // chunk, batch * heads, length + 1)
+        dense = dense.view(batch, heads, length + 1, length + 1)[:, :, :length, :length]
+        dense = self.probe(dense)  # (B, nh, L, L)
+        v_heads = v.transpose(1, 2)  # (B, nh, L, hd)
+        return dropout(dense, p=self.dropout_p) @ v_heads if self.dropout_p > 0 else dense @ v_heads
+
+    def _grouped_chunks(self, q_rows, v_rows, rows, filled, continues, is_causal: bool):
+        """Chunk attention with weight dropout and softmax normalisers (any number of rounds).
+
+        Every chunk attends to its own keys; the chunks that continue a bucket (their previous
+        chunk holds the same bucket, and is full) also attend to the previous chunk's keys, in a
+        second product merged with the first by their normalisers. The chunks that start a
+        bucket (most of them) thus never compute scores they would mask entirely.
+
+        Returns ``out (N, m, hd)``, ``lse (N, m)`` and, for the probe, ``(weights (n, m, m),
+        query chunks (n,), key chunks (n,))`` of both products, normalised over both.
+        """
+        chunk, width = filled.shape[-1], q_rows.shape[-1]
+        sq = q_rows.index_select(0, rows.view(-1)).view(-1, chunk, width)  # (N, m, hd)
+        sv = v_rows.index_select(0, rows.view(-1)).view(-1, chunk, width)  # (N, m, hd)
+        sk = F.normalize(sq, dim=-1)  # shared QK: unit keys
+        scores = sq @ sk.transpose(-2, -1)  # (N, m, m)
+        scores.diagonal(dim1=-2, dim2=-1).sub_(SELF_PENALTY)  # self only if nothing else
+        keep = [filled.unsqueeze(-2)]  # (N, 1, m)
+        if is_causal:  # slots follow positions inside a bucket: causal is a fixed pattern
+            keep.append(torch.ones(chunk, chunk, dtype=torch.bool, device=sq.device).tril())
+        out, attn, lse = attend_groups(scores, sv, keep, self.dropout_p)  # (N, m, hd)
+        every = torch.arange(len(sq), device=sq.device)
+        later = continues.nonzero().squeeze(1)  # (C,) chunks continuing a bucket
+        if not later.numel():
+            return out, lse, [(attn, every, every)]
+        earlier = later - 1  # full and earlier than `later`: all of it is visible
+        prev_scores = sq.index_select(0, later) @ sk.index_select(0, earlier).mT  # (C, m, m)
+        prev_out, prev_attn, prev_lse = attend_groups(
+            prev_scores, sv.index_select(0, earlier), (), self.dropout_p
+        )
+        own_lse = lse.index_select(0, later)  # (C, m)
+        both = torch.logaddexp(own_lse, prev_lse)  # (C, m): finite, a chunk sees itself
+        own_share, prev_share = (own_lse - both).exp(), (prev_lse - both).exp()  # (C, m)
+        merged = own_share.unsqueeze(-1) * out.index_select(0, later)
+        merged = merged + prev_share.unsqueeze(-1) * prev_out  # (C, m, hd)
+        out, lse = out.index_copy(0, later, merged), lse.index_copy(0, later, both)
+        if not self.probe.recording:
+            return out, lse, []
+        shares = torch.ones_like(lse).index_copy(0, later, own_share)  # (N, m)
+        return (
+            out,
+            lse,
+            [
+                (attn * shares.unsqueeze(-1), every, every),
+                (prev_attn * prev_share.unsqueeze(-1), later, earlier),
+            ],
+        )
