@@ -464,10 +464,18 @@ def _cmd_bench_speed(args) -> int:
                 f"argument --option: expected NAME:KEY=VALUE with NAME in --names, got {item!r}"
             )
         options.setdefault(name, {})[key] = _parse_value(value)
-    if args.peers:  # a peer shares its mechanism's configuration
+    matched: list[str] = []
+    if args.peers:  # a peer shares its mechanism's configuration, projections included
         for peer, spec in PEERS.items():
-            if peer in args.names and spec.mechanism in options:
-                options.setdefault(peer, {}).update(options[spec.mechanism])
+            if peer not in args.names:
+                continue
+            shared = {k: v for k, v in options.get(spec.mechanism, {}).items() if k != "qkv_bias"}
+            if shared:
+                options.setdefault(peer, {}).update(shared)
+            if spec.mechanism in args.names and "qkv_bias" not in options.get(spec.mechanism, {}):
+                options.setdefault(spec.mechanism, {})["qkv_bias"] = spec.qkv_bias
+                if not spec.qkv_bias:
+                    matched.append(spec.mechanism)
     if args.device.startswith("cuda"):
         import torch
 
@@ -498,6 +506,13 @@ def _cmd_bench_speed(args) -> int:
         f"median of {args.repeats}",
         flush=True,
     )
+
+    if matched:
+        print(
+            f"# --peers: {', '.join(matched)} built with qkv_bias=False, as their peers' q, k, v "
+            "projections (--option NAME:qkv_bias=True keeps the bias)",
+            flush=True,
+        )
 
     def progress(result) -> None:
         state = result.error or f"{result.seconds * 1e3:.1f} ms, {result.peak_mb:.1f} MB"

@@ -127,3 +127,34 @@ def test_bench_speed_peers_prints_the_side_by_side_table(capsys, tmp_path):
     payload = json.loads(out.read_text())
     assert payload["config"]["options"]["peer_local"] == {"window": 8}  # shared configuration
     assert {r["name"] for r in payload["results"]} == {"mha", "local", "sdpa_fused", "peer_local"}
+
+
+@pytest.mark.parametrize("name", list(PEERS))
+def test_peer_qkv_bias_states_the_peer_projections(name):
+    """``Peer.qkv_bias`` is what the peer's q, k, v projections have: only the output
+    projection carries a bias in every package (all four in the PyTorch-built baselines)."""
+    need(PEERS[name].package)
+    module = build_peer(name, DIM, HEADS, LENGTH, False, OPTIONS.get(name, {}))
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    biased = [m for m in linears if m.bias is not None]
+    if PEERS[name].qkv_bias:
+        assert len(biased) == len(linears)
+    else:
+        assert len(biased) == 1 and biased[0].in_features == DIM  # the output projection
+
+
+def test_bench_speed_peers_builds_attnzoo_with_the_peer_projections(capsys, tmp_path):
+    need("linear-attention-transformer")
+    need("performer-pytorch")
+    out = tmp_path / "speed.json"
+    args = ["bench", "speed", "--names", "linear,performer,mha", "--lengths", "32"]
+    args += ["--repeats", "1", "--threads", "1", "--dim", "32", "--heads", "2", "--peers"]
+    args += ["--option", "performer:qkv_bias=True", "--option", "performer:nb_features=8"]
+    assert main([*args, "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "# --peers: linear built with qkv_bias=False" in text
+    options = json.loads(out.read_text())["config"]["options"]
+    assert options["linear"] == {"qkv_bias": False}  # the peer's q, k, v have no bias
+    assert options["performer"] == {"qkv_bias": True, "nb_features": 8}  # the user's choice
+    assert options["peer_performer"] == {"nb_features": 8}  # the package fixes its projections
+    assert options["mha"] == {"qkv_bias": True}  # sdpa_fused's projections have biases

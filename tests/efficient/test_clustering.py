@@ -458,24 +458,27 @@ def test_sinkhorn_zero_values_give_zero_attention_output():
     assert torch.equal(out, module.out_proj.bias.expand_as(out))
 
 
-def test_sinkhorn_module_equals_reference_given_its_permutation():
+@pytest.mark.parametrize("padded", [True, False])  # unpadded whole blocks take fused SDPA
+def test_sinkhorn_module_equals_reference_given_its_permutation(padded):
     module = make("sinkhorn", seq_len=24, bucket_size=4)
-    x, real = x_(length=23, seed=15), padding(2, 23, 14)
+    length = 23 if padded else 24
+    x = x_(length=length, seed=15)
+    real = padding(2, 23, 14) if padded else torch.ones(2, 24, dtype=torch.bool)
     for causal in (False, True):
         q, k, v = (heads(module, lin, x) for lin in (module.q_proj, module.k_proj, module.v_proj))
-        kz = F.pad(k.masked_fill(~real[:, None, :, None], 0.0), (0, 0, 0, 1))
+        kz = F.pad(k.masked_fill(~real[:, None, :, None], 0.0), (0, 0, 0, 24 - length))
         sort = module.sort_matrix(kz.view(2, HEADS, 6, 4, module.head_dim), causal)
         if causal:
             assert torch.equal(sort, sort.tril(-1))  # only earlier blocks
         else:
             assert (sort > 0).all()
         # keys/values of block i: its own tokens plus sum_j sort_ij (block j)
-        okp = F.pad(real, (0, 1))
+        okp = F.pad(real, (0, 24 - length))
         own = torch.arange(24) // 4
         expected = torch.zeros(2, HEADS, 24, module.head_dim, dtype=torch.float64)
         qp, vz = (
-            F.pad(q, (0, 0, 0, 1)),
-            F.pad(v.masked_fill(~real[:, None, :, None], 0.0), (0, 0, 0, 1)),
+            F.pad(q, (0, 0, 0, 24 - length)),
+            F.pad(v.masked_fill(~real[:, None, :, None], 0.0), (0, 0, 0, 24 - length)),
         )
         for i in range(24):
             block = own[i]
@@ -491,8 +494,35 @@ def test_sinkhorn_module_equals_reference_given_its_permutation():
             expected[:, :, i] = attention_reference(qp[:, :, i : i + 1], keys, vals, mask=keep)[
                 :, :, 0
             ]
-        out = finish(module, expected[:, :, :23])
-        assert_close(module(x, mask=real, is_causal=causal)[real], out[real])
+        out = finish(module, expected[:, :, :length])
+        given = module(x, mask=real if padded else None, is_causal=causal)
+        assert_close(given[real], out[real])
+        with torch.no_grad():
+            given = module(x, mask=real if padded else None, is_causal=causal)
+        assert_close(given[real], out[real])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_sinkhorn_fused_layer_equals_masked_layer_with_gradients(causal):
+    """Whole blocks without padding run fused SDPA; an all-True padding mask takes the masked
+    path: the same function, values and gradients (weights and sort net included)."""
+    module = make("sinkhorn", seq_len=32, bucket_size=4)
+    x = x_(length=32, seed=22)
+    results = []
+    for mask in (None, torch.ones(2, 32, dtype=torch.bool)):
+        module.zero_grad(set_to_none=True)
+        inputs = x.clone().requires_grad_(True)
+        out = module(inputs, mask=mask, is_causal=causal)
+        out.square().sum().backward()
+        grads = [p.grad.clone() for p in module.parameters()]
+        results.append((out.detach(), inputs.grad, grads))
+    assert_close(results[0][0], results[1][0])
+    assert_close(results[0][1], results[1][1])
+    for fused, masked in zip(results[0][2], results[1][2], strict=True):
+        assert_close(fused, masked)
+    with torch.no_grad():  # without autograd [own; sorted] is written in place, not by cat
+        assert_close(module(x, is_causal=causal), results[1][0])
+        assert_close(module(x[:1], is_causal=causal), results[1][0][:1])  # B = 1: pure views
 
 
 def test_sinkhorn_operator_tends_to_doubly_stochastic():

@@ -20,6 +20,10 @@ PyTorch itself:
   the softmax feature map of Shen et al., not ``elu + 1``: the same cost, another kernel);
 - ``peer_sinkhorn`` vs ``sinkhorn``: ``sinkhorn_transformer.SinkhornSelfAttention``.
 
+The packages' q, k, v projections have no bias (their output projections have one);
+``attnzoo bench speed --peers`` builds the attnzoo mechanism with ``qkv_bias=False`` against
+them (:attr:`Peer.qkv_bias`), so that both layers have the same projections.
+
 The packages are optional (``pip install 'attnzoo[bench]'``; they are pure PyTorch); a
 baseline whose package is missing fails its cell with the install command. Options that the
 mechanism takes (``--option local:window=128``) are passed to its peer too, so both sides
@@ -38,11 +42,17 @@ __all__ = ["PEERS", "Peer", "build_peer"]
 
 @dataclass(frozen=True)
 class Peer:
-    """A baseline: the attnzoo mechanism it is compared with and how to build it."""
+    """A baseline: the attnzoo mechanism it is compared with and how to build it.
+
+    ``qkv_bias`` says whether the peer's query, key and value projections have a bias (every
+    package's output projection has one, as attnzoo's): ``attnzoo bench speed --peers`` builds
+    the attnzoo side with the same, so that both layers have the same projections.
+    """
 
     mechanism: str
     package: str | None  # PyPI distribution, None for PyTorch itself
     build: Callable[..., Any]
+    qkv_bias: bool = False
 
 
 def _require(module: str, package: str):
@@ -170,8 +180,8 @@ def _sinkhorn(dim: int, heads: int, length: int, causal: bool, *, bucket_size: i
 
 
 PEERS: dict[str, Peer] = {
-    "sdpa_fused": Peer("mha", None, _sdpa_fused),
-    "peer_local": Peer("local", "local-attention", _local),
+    "sdpa_fused": Peer("mha", None, _sdpa_fused, qkv_bias=True),
+    "peer_local": Peer("local", "local-attention", _local, qkv_bias=True),
     "peer_linformer": Peer("linformer", "linformer", _linformer),
     "peer_performer": Peer("performer", "performer-pytorch", _performer),
     "peer_reformer": Peer("reformer", "reformer-pytorch", _reformer),

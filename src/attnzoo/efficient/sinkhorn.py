@@ -87,6 +87,43 @@ def block_sinkhorn_attention(
     return out, attn, sorted_valid
 
 
+def _own_and_sorted(own: torch.Tensor, blocks: torch.Tensor, sort: torch.Tensor) -> torch.Tensor:
+    """``[own block; sorted block]`` keys or values ``(B n, nh, 2b, hd)`` by ``cat``.
+
+    ``own`` ``(B, n, b, nh, hd)`` token-major, ``blocks`` the same head-major
+    ``(B, nh, n, b, hd)``, ``sort`` ``(B, nh, n, n)``.
+    """
+    batch, heads, count, size, width = blocks.shape
+    ordered = sort @ blocks.flatten(3)  # (B, nh, n, b * hd)
+    ordered = ordered.view(batch, heads, count, size, width).transpose(1, 2)  # (B, n, nh, b, hd)
+    both = torch.cat([own.transpose(2, 3), ordered], dim=3)  # (B, n, nh, 2b, hd)
+    return both.view(batch * count, heads, 2 * size, width)  # (B n, nh, 2b, hd)
+
+
+def _own_and_sorted_buffer(own: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``(B, nh, n, 2, b hd)`` buffer with ``own`` in its first half (no autograd).
+
+    ``own`` ``(B, n, b, nh, hd)`` is copied head-major; returns the buffer and that half as
+    ``(B, nh, n, b, hd)``.
+    """
+    batch, count, size, heads, width = own.shape
+    buffer = own.new_empty(batch, heads, count, 2, size * width)  # (B, nh, n, 2, b hd)
+    blocks = buffer[:, :, :, 0].view(batch, heads, count, size, width)  # (B, nh, n, b, hd)
+    blocks.copy_(own.permute(0, 3, 1, 2, 4))  # (B, nh, n, b, hd)
+    return buffer, blocks
+
+
+def _sort_into(buffer: torch.Tensor, blocks: torch.Tensor, sort: torch.Tensor) -> torch.Tensor:
+    """Write ``sort @ blocks`` into the buffer's second half (no autograd).
+
+    Returns the buffer as SDPA keys or values ``(B n, nh, 2b, hd)``: a view when ``B = 1``.
+    """
+    batch, heads, count, size, width = blocks.shape
+    torch.matmul(sort, buffer[:, :, :, 0], out=buffer[:, :, :, 1])  # (B, nh, n, b hd)
+    both = buffer.view(batch, heads, count, 2 * size, width).transpose(1, 2)  # (B, n, nh, 2b, hd)
+    return both.reshape(batch * count, heads, 2 * size, width)  # (B n, nh, 2b, hd)
+
+
 @EFFICIENT.register(
     "sinkhorn",
     paper=Paper(
@@ -178,7 +215,7 @@ class SinkhornAttention(AttentionBase):
         torch.Size([2, 60, 64])
     """
 
-    backend = "sorted buckets (Sinkhorn permutation), block-local softmax"
+    backend = "sorted buckets (Sinkhorn permutation); whole blocks: fused SDPA, else block softmax"
 
     supports_mask = True
     supports_causal = True
@@ -275,9 +312,12 @@ class SinkhornAttention(AttentionBase):
     def _layer(self, x: torch.Tensor, real: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
         """Projections, sort net, block attention and output projection: ``(B, L, C)``."""
         batch, length, _ = x.shape
+        size = max(1, min(self.bucket_size, length))
+        whole_blocks = real is None and length % size == 0 and length > size
+        if whole_blocks and self.dropout_p == 0 and not self.probe.recording:
+            return self._fused_layer(x, is_causal, size)  # no mask, dropout or probe: SDPA
         q, k, v = self.project(x, None)  # (B, nh, L, hd) x 3
         dtype = compute_dtype(q.dtype)
-        size = max(1, min(self.bucket_size, length))
         blocks = -(-length // size)
         pad = blocks * size - length
         valid = torch.ones(batch, length, dtype=torch.bool, device=x.device)
@@ -311,6 +351,49 @@ class SinkhornAttention(AttentionBase):
         else:
             out = out.flatten(2, 3)[:, :, :length]  # (B, nh, L, hd)
         return self.finish(out.to(x.dtype), False)
+
+    def _fused_layer(self, x: torch.Tensor, is_causal: bool, size: int) -> torch.Tensor:
+        """The layer on whole blocks without padding, dropout or probe, through fused SDPA.
+
+        Every block's queries attend to ``[own block; sorted block]`` in one SDPA call whose
+        batch is the blocks: the queries are read in place from the projection's token-major
+        rows, and SDPA writes its output token-major, so neither is copied head-major.
+        """
+        batch, length, _ = x.shape
+        heads, width, blocks = self.num_heads, self.head_dim, length // size
+        dtype = compute_dtype(x.dtype)
+        tokens = (batch, blocks, size, heads, width)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = (proj(x).to(dtype).view(tokens) for proj in projections)  # (B, n, b, nh, hd)
+        graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
+        if graph:  # autograd: [own; sorted] by cat
+            k_blocks = k.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
+            v_blocks = v.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
+            sort = self.sort_matrix(k_blocks, is_causal)  # (B, nh, n, n)
+            keys, values = _own_and_sorted(k, k_blocks, sort), _own_and_sorted(v, v_blocks, sort)
+        else:  # no autograd: each half written in place into one buffer, no cat
+            keys, k_blocks = _own_and_sorted_buffer(k)  # (B, nh, n, 2, b hd), own half
+            sort = self.sort_matrix(k_blocks, is_causal)  # (B, nh, n, n)
+            keys = _sort_into(keys, k_blocks, sort)  # (B n, nh, 2b, hd)
+            values, v_blocks = _own_and_sorted_buffer(v)
+            values = _sort_into(values, v_blocks, sort)  # (B n, nh, 2b, hd)
+        mask = None
+        if is_causal:  # own block causal, sorted block all past; block 0 has no sorted block
+            mask = torch.ones(blocks, 1, size, 2 * size, dtype=torch.bool, device=x.device)
+            mask[..., :size] = mask[..., :size].tril()
+            mask[0, ..., size:] = False
+            mask = mask.repeat(batch, 1, 1, 1)  # (B n, 1, b, 2b)
+        out = F.scaled_dot_product_attention(
+            q.flatten(0, 1).transpose(1, 2),  # (B n, nh, b, hd), read in place
+            keys,
+            values,
+            attn_mask=mask,
+            scale=width**-0.5,
+        )  # (B n, nh, b, hd)
+        out = out.transpose(1, 2).reshape(batch, length, heads * width)  # (B, L, C), a view
+        return self.proj_drop(self.out_proj(out.to(x.dtype)))
 
     @staticmethod
     def _dense(attn: torch.Tensor, sort: torch.Tensor) -> torch.Tensor:
