@@ -22,7 +22,7 @@ import math
 import torch
 
 from attnzoo._checks import check_positive_int, type_name
-from attnzoo._recompute import recomputed
+from attnzoo._recompute import needs_grad, recomputed
 from attnzoo.efficient._kernel_core import (
     kernel_attention,
     kernel_weights,
@@ -192,11 +192,7 @@ class KernelAttentionBase(AttentionBase):
         """
         compute = torch.float32 if x.dtype in HALF else x.dtype
         batch, block, m = x.shape[0], self.block_size, self.feature_dim
-        graph = torch.is_grad_enabled() and (
-            x.requires_grad
-            or source.requires_grad
-            or any(p.requires_grad for p in self.parameters())
-        )
+        graph = needs_grad(x, source, module=self)
         work = None  # out= takes no autograd: reuse memory only without a graph
         if not graph:
             tokens = min(block, max(x.shape[1], source.shape[1]))

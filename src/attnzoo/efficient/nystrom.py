@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnzoo._checks import check_positive_int, type_name
-from attnzoo._recompute import recomputed
+from attnzoo._recompute import needs_grad, recomputed
 from attnzoo.efficient._kernel import HALF
 from attnzoo.efficient._kernel_features import LOG2E
 from attnzoo.efficient._landmarks import (
@@ -232,9 +232,7 @@ class Nystromformer(AttentionBase):
         scale = self.head_dim**-0.5
         # Without autograd the keys stream (see _key_pass) and queries run in blocks; with it,
         # whole tensors: fewer, larger backward kernels train faster.
-        graph = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
+        graph = needs_grad(x, module=self)
         if self.probe.recording or graph:
             k = self._heads(self.k_proj(x)).to(compute)  # (B, nh, L, hd)
             if keep is not None:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnzoo._checks import check_finite, check_positive_int
-from attnzoo._recompute import recomputed
+from attnzoo._recompute import needs_grad, recomputed
 from attnzoo.efficient._clustering import attend_groups, compute_dtype
 from attnzoo.functional.dropout import dropout
 from attnzoo.layers.attention_base import AttentionBase
@@ -365,9 +365,7 @@ class SinkhornAttention(AttentionBase):
         tokens = (batch, blocks, size, heads, width)
         projections = (self.q_proj, self.k_proj, self.v_proj)
         q, k, v = (proj(x).to(dtype).view(tokens) for proj in projections)  # (B, n, b, nh, hd)
-        graph = torch.is_grad_enabled() and (
-            x.requires_grad or any(p.requires_grad for p in self.parameters())
-        )
+        graph = needs_grad(x, module=self)
         if graph:  # autograd: [own; sorted] by cat
             k_blocks = k.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
             v_blocks = v.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
