@@ -172,6 +172,27 @@ def test_bench_speed_exits_1_when_a_cell_fails(capsys):
     assert "1 of 1 cells failed: linformer L=32" in err.strip().splitlines()[-1]
 
 
+def test_bench_timing_processes_fix_the_allocator_thresholds(monkeypatch):
+    """Timing runs without glibc's dynamic thresholds; memory keeps its 64 KiB mmap threshold."""
+    from attnzoo.arena import efficiency
+
+    seen = {}
+
+    def fake_worker(timeout, cfg, env):
+        seen[cfg["mode"]] = env
+        return {"peak_mb": 1.0} if cfg["mode"] == "memory" else {"seconds": 0.5}
+
+    monkeypatch.setattr(efficiency, "_run_worker", fake_worker)
+    config = efficiency.SpeedConfig(names=["mha"], lengths=[8], dim=16, heads=2, threads=1)
+    (result,) = efficiency.run_speed(config)
+    assert result.seconds == 0.5 and result.peak_mb == 1.0
+    assert seen["time"]["MALLOC_MMAP_THRESHOLD_"] == str(32 * 2**20)
+    assert seen["time"]["MALLOC_TRIM_THRESHOLD_"] == str(4 * 2**30)
+    assert seen["memory"]["MALLOC_MMAP_THRESHOLD_"] == "65536"
+    assert seen["memory"].get("MALLOC_TRIM_THRESHOLD_") != str(4 * 2**30)
+    assert seen["time"]["OMP_NUM_THREADS"] == seen["memory"]["OMP_NUM_THREADS"] == "1"
+
+
 @pytest.mark.parametrize(
     ("name", "options", "short"),
     [

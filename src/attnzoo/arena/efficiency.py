@@ -4,7 +4,14 @@
 process so that allocator caches and peak-memory counters start clean:
 
 - time: median of ``repeats`` calls after ``warmup`` calls (forward under ``torch.no_grad()`` in
-  ``eval()``; with ``backward`` forward + backward in ``train()`` mode);
+  ``eval()``; with ``backward`` forward + backward in ``train()`` mode). CPU timing processes
+  run with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed at 32 MiB (its largest value) and
+  ``MALLOC_TRIM_THRESHOLD_`` at 4 GiB (:data:`TIMING_MALLOC`): with glibc's default dynamic
+  thresholds a process either reuses its freed tensor memory or hands it back and takes page
+  faults on every call, depending on the order of its first frees (a 4K layer ran at 40 or at
+  60 ms, decided per process). Fixed, every process reuses memory below 32 MiB, so a cell
+  no longer depends on which of the two a process fell into; tensors from 32 MiB up are
+  mapped and faulted afresh on every call, as before;
 - memory, in a second fresh process: peak resident memory of one call (after a warm-up call
   that compiles and fills caches) above the resident memory just before it. CPU: ``VmHWM``
   reset through ``/proc/self/clear_refs``, with glibc's ``MALLOC_MMAP_THRESHOLD_`` fixed so
@@ -329,6 +336,13 @@ def _run_worker(timeout: float, cfg: dict[str, Any], env: dict[str, str]):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+#: glibc tunables of every timing process (see the module docstring): no dynamic thresholds.
+TIMING_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(4 * 2**30),
+}
+
+
 def _measure(config: SpeedConfig, name: str, length: int) -> SpeedResult:
     cfg = {**asdict(config), "name": name, "length": length}
     cfg["options"] = config.options.get(name, {})
@@ -347,7 +361,7 @@ def _measure_cfg(
     )
     if isinstance(memory, str):
         return SpeedResult(name, length, None, None, memory)
-    timing = _run_worker(timeout, {**cfg, "mode": "time"}, env)
+    timing = _run_worker(timeout, {**cfg, "mode": "time"}, {**env, **TIMING_MALLOC})
     if isinstance(timing, str):
         return SpeedResult(name, length, None, memory["peak_mb"], timing)
     return SpeedResult(name, length, timing["seconds"], memory["peak_mb"], note=timing.get("note"))

@@ -363,8 +363,7 @@ class SinkhornAttention(AttentionBase):
         heads, width, blocks = self.num_heads, self.head_dim, length // size
         dtype = compute_dtype(x.dtype)
         tokens = (batch, blocks, size, heads, width)
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        q, k, v = (proj(x).to(dtype).view(tokens) for proj in projections)  # (B, n, b, nh, hd)
+        q, k, v = (t.to(dtype).view(tokens) for t in self.project_tokens(x))  # (B, n, b, nh, hd)
         graph = needs_grad(x, module=self)
         if graph:  # autograd: [own; sorted] by cat
             k_blocks = k.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)

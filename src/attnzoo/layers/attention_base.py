@@ -23,7 +23,19 @@ from attnzoo.functional.softmax import causal_mask, check_mask, merge_masks
 from attnzoo.layers.dropout import Dropout
 from attnzoo.layers.probe import AttentionProbe
 
-__all__ = ["AttentionBase", "as_attention_mask"]
+__all__ = ["FUSED_PROJECTION_ROWS", "AttentionBase", "as_attention_mask"]
+
+#: Rows (``B * L``) from which self-attention runs ``q_proj, k_proj, v_proj`` as one GEMM.
+FUSED_PROJECTION_ROWS = 1024
+
+
+def _global_module_hooks() -> bool:
+    """Whether global module hooks (``nn.modules.module.register_module_forward_hook``) exist."""
+    module = nn.modules.module
+    return bool(
+        getattr(module, "_global_forward_hooks", None)
+        or getattr(module, "_global_forward_pre_hooks", None)
+    )
 
 
 def as_attention_mask(
@@ -243,9 +255,64 @@ class AttentionBase(nn.Module):
     def project(
         self, x: torch.Tensor, context: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``q (B, nh, L, hd)``, ``k, v (B, nkv, S, hd)`` from the projections."""
+        """``q (B, nh, L, hd)``, ``k, v (B, nkv, S, hd)`` from the projections.
+
+        Self-attention over at least :data:`FUSED_PROJECTION_ROWS` rows (``B * L``) runs the
+        three projections as one GEMM on their concatenated weights, as a fused ``qkv`` layer
+        does (timm, ``nn.MultiheadAttention``): the same function, one large output instead of
+        three, so fewer kernel launches and fresh allocations. ``q, k, v`` are then views of
+        that one ``(B, L, (nh + 2 nkv) hd)`` tensor. Below that size the per-call weight
+        concatenation would cost more than it saves; projections that are not plain
+        ``nn.Linear`` or carry hooks are always called one by one.
+        """
+        if context is None and self._fuses_projections(x):
+            batch, length, _ = x.shape
+            q, k, v = self._fused_qkv(x)  # (B, L, nh hd), (B, L, nkv hd) x 2
+            q = q.view(batch, length, self.num_heads, self.head_dim)  # (B, L, nh, hd)
+            kv_shape = (batch, length, self.num_kv_heads, self.head_dim)
+            k, v = k.view(kv_shape), v.view(kv_shape)  # (B, L, nkv, hd) x 2
+            return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         k, v = self.project_kv(x if context is None else context)
         return self.project_query(x), k, v
+
+    def project_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention's ``q (B, L, nh hd)``, ``k, v (B, L, nkv hd)``, token-major.
+
+        One GEMM on the concatenated weights where :meth:`project` would fuse (then the three
+        are column views of one ``(B, L, (nh + 2 nkv) hd)`` tensor), else the three calls.
+        """
+        if self._fuses_projections(x):
+            return self._fused_qkv(x)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def _fused_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`project_tokens` as one GEMM (the caller checked ``_fuses_projections``)."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([proj.weight for proj in projections])  # ((nh + 2 nkv) hd, C)
+        bias = None
+        if self.q_proj.bias is not None:
+            bias = torch.cat([proj.bias for proj in projections])  # ((nh + 2 nkv) hd,)
+        qkv = nn.functional.linear(x, weight, bias)  # (B, L, (nh + 2 nkv) hd)
+        kv_inner = self.num_kv_heads * self.head_dim
+        q, k, v = qkv.split([self.num_heads * self.head_dim, kv_inner, kv_inner], dim=-1)
+        return q, k, v
+
+    def _fuses_projections(self, x: torch.Tensor) -> bool:
+        """Whether ``q_proj, k_proj, v_proj`` can run as one GEMM on ``x`` (see :meth:`project`)."""
+        if x.dim() != 3 or x.shape[0] * x.shape[1] < FUSED_PROJECTION_ROWS:
+            return False
+        if _global_module_hooks():
+            return False
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        for proj in projections:
+            if type(proj) is not nn.Linear or proj._forward_hooks or proj._forward_pre_hooks:
+                return False
+        if len({proj.in_features for proj in projections}) != 1:
+            return False
+        kv_inner = self.num_kv_heads * self.head_dim
+        if self.k_proj.out_features != kv_inner or self.v_proj.out_features != kv_inner:
+            return False
+        return len({proj.bias is None for proj in projections}) == 1
 
     def project_query(self, x: torch.Tensor) -> torch.Tensor:
         """``q (B, nh, L, hd)`` from ``x (B, L, C)``."""
