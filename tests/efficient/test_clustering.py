@@ -525,6 +525,21 @@ def test_sinkhorn_fused_layer_equals_masked_layer_with_gradients(causal):
         assert_close(module(x[:1], is_causal=causal), results[1][0][:1])  # B = 1: pure views
 
 
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("stream_tokens", [4, 8, 12, 1000])  # 1, 2, 3 (uneven) or all 8 blocks
+def test_sinkhorn_streamed_chunks_equal_the_masked_layer(causal, stream_tokens, monkeypatch):
+    """Without autograd whole blocks run chunk by chunk: any chunking, the same function."""
+    from attnzoo.efficient import _sorted_blocks
+
+    monkeypatch.setattr(_sorted_blocks, "STREAM_TOKENS", stream_tokens)
+    module = make("sinkhorn", seq_len=32, bucket_size=4)
+    x = x_(length=32, seed=23)
+    with torch.no_grad():
+        masked = module(x, mask=torch.ones(2, 32, dtype=torch.bool), is_causal=causal)
+        assert_close(module(x, is_causal=causal), masked)
+        assert_close(module(x[1:], is_causal=causal), masked[1:])
+
+
 def test_sinkhorn_operator_tends_to_doubly_stochastic():
     logits = torch.randn(3, 6, 6, dtype=torch.float64)
     matrix = sinkhorn_mod.sinkhorn(logits, 200)

@@ -9,6 +9,7 @@ from torch import nn
 from attnzoo._checks import check_finite, check_positive_int
 from attnzoo._recompute import needs_grad, recomputed
 from attnzoo.efficient._clustering import attend_groups, compute_dtype
+from attnzoo.efficient._sorted_blocks import block_mask, own_and_sorted, streamed_sorted_layer
 from attnzoo.functional.dropout import dropout
 from attnzoo.layers.attention_base import AttentionBase
 from attnzoo.registry import EFFICIENT, Paper
@@ -85,43 +86,6 @@ def block_sinkhorn_attention(
         keep.append(pattern)
     out, attn, _ = attend_groups(q @ keys.transpose(-2, -1), values, keep, dropout_p)
     return out, attn, sorted_valid
-
-
-def _own_and_sorted(own: torch.Tensor, blocks: torch.Tensor, sort: torch.Tensor) -> torch.Tensor:
-    """``[own block; sorted block]`` keys or values ``(B n, nh, 2b, hd)`` by ``cat``.
-
-    ``own`` ``(B, n, b, nh, hd)`` token-major, ``blocks`` the same head-major
-    ``(B, nh, n, b, hd)``, ``sort`` ``(B, nh, n, n)``.
-    """
-    batch, heads, count, size, width = blocks.shape
-    ordered = sort @ blocks.flatten(3)  # (B, nh, n, b * hd)
-    ordered = ordered.view(batch, heads, count, size, width).transpose(1, 2)  # (B, n, nh, b, hd)
-    both = torch.cat([own.transpose(2, 3), ordered], dim=3)  # (B, n, nh, 2b, hd)
-    return both.view(batch * count, heads, 2 * size, width)  # (B n, nh, 2b, hd)
-
-
-def _own_and_sorted_buffer(own: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``(B, nh, n, 2, b hd)`` buffer with ``own`` in its first half (no autograd).
-
-    ``own`` ``(B, n, b, nh, hd)`` is copied head-major; returns the buffer and that half as
-    ``(B, nh, n, b, hd)``.
-    """
-    batch, count, size, heads, width = own.shape
-    buffer = own.new_empty(batch, heads, count, 2, size * width)  # (B, nh, n, 2, b hd)
-    blocks = buffer[:, :, :, 0].view(batch, heads, count, size, width)  # (B, nh, n, b, hd)
-    blocks.copy_(own.permute(0, 3, 1, 2, 4))  # (B, nh, n, b, hd)
-    return buffer, blocks
-
-
-def _sort_into(buffer: torch.Tensor, blocks: torch.Tensor, sort: torch.Tensor) -> torch.Tensor:
-    """Write ``sort @ blocks`` into the buffer's second half (no autograd).
-
-    Returns the buffer as SDPA keys or values ``(B n, nh, 2b, hd)``: a view when ``B = 1``.
-    """
-    batch, heads, count, size, width = blocks.shape
-    torch.matmul(sort, buffer[:, :, :, 0], out=buffer[:, :, :, 1])  # (B, nh, n, b hd)
-    both = buffer.view(batch, heads, count, 2 * size, width).transpose(1, 2)  # (B, n, nh, 2b, hd)
-    return both.reshape(batch * count, heads, 2 * size, width)  # (B n, nh, 2b, hd)
 
 
 @EFFICIENT.register(
@@ -357,31 +321,23 @@ class SinkhornAttention(AttentionBase):
 
         Every block's queries attend to ``[own block; sorted block]`` in one SDPA call whose
         batch is the blocks: the queries are read in place from the projection's token-major
-        rows, and SDPA writes its output token-major, so neither is copied head-major.
+        rows, and SDPA writes its output token-major, so neither is copied head-major. Without
+        autograd the layer runs chunk by chunk (:func:`streamed_sorted_layer`).
         """
         batch, length, _ = x.shape
         heads, width, blocks = self.num_heads, self.head_dim, length // size
         dtype = compute_dtype(x.dtype)
+        if not needs_grad(x, module=self):  # chunk by chunk, halves written in place
+            return self.proj_drop(streamed_sorted_layer(self, x, size, is_causal, dtype))
         tokens = (batch, blocks, size, heads, width)
         q, k, v = (t.to(dtype).view(tokens) for t in self.project_tokens(x))  # (B, n, b, nh, hd)
-        graph = needs_grad(x, module=self)
-        if graph:  # autograd: [own; sorted] by cat
-            k_blocks = k.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
-            v_blocks = v.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
-            sort = self.sort_matrix(k_blocks, is_causal)  # (B, nh, n, n)
-            keys, values = _own_and_sorted(k, k_blocks, sort), _own_and_sorted(v, v_blocks, sort)
-        else:  # no autograd: each half written in place into one buffer, no cat
-            keys, k_blocks = _own_and_sorted_buffer(k)  # (B, nh, n, 2, b hd), own half
-            sort = self.sort_matrix(k_blocks, is_causal)  # (B, nh, n, n)
-            keys = _sort_into(keys, k_blocks, sort)  # (B n, nh, 2b, hd)
-            values, v_blocks = _own_and_sorted_buffer(v)
-            values = _sort_into(values, v_blocks, sort)  # (B n, nh, 2b, hd)
+        k_blocks = k.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
+        v_blocks = v.permute(0, 3, 1, 2, 4).contiguous()  # (B, nh, n, b, hd)
+        sort = self.sort_matrix(k_blocks, is_causal)  # (B, nh, n, n)
+        keys, values = own_and_sorted(k, k_blocks, sort), own_and_sorted(v, v_blocks, sort)
         mask = None
-        if is_causal:  # own block causal, sorted block all past; block 0 has no sorted block
-            mask = torch.ones(blocks, 1, size, 2 * size, dtype=torch.bool, device=x.device)
-            mask[..., :size] = mask[..., :size].tril()
-            mask[0, ..., size:] = False
-            mask = mask.repeat(batch, 1, 1, 1)  # (B n, 1, b, 2b)
+        if is_causal:  # the same causal pattern for every batch row
+            mask = block_mask(blocks, size, x.device).repeat(batch, 1, 1, 1)  # (B n, 1, b, 2b)
         out = F.scaled_dot_product_attention(
             q.flatten(0, 1).transpose(1, 2),  # (B n, nh, b, hd), read in place
             keys,
