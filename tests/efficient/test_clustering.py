@@ -526,18 +526,19 @@ def test_sinkhorn_fused_layer_equals_masked_layer_with_gradients(causal):
 
 
 @pytest.mark.parametrize("causal", [False, True])
-@pytest.mark.parametrize("stream_tokens", [4, 8, 12, 1000])  # 1, 2, 3 (uneven) or all 8 blocks
+# chunks of 1, 2 or 3 (uneven) blocks of one row, of two rows (3 rows: 2 + 1), or everything
+@pytest.mark.parametrize("stream_tokens", [4, 8, 12, 64, 1000])
 def test_sinkhorn_streamed_chunks_equal_the_masked_layer(causal, stream_tokens, monkeypatch):
     """Without autograd whole blocks run chunk by chunk: any chunking, the same function."""
     from attnzoo.efficient import _sorted_blocks
 
     monkeypatch.setattr(_sorted_blocks, "STREAM_TOKENS", stream_tokens)
     module = make("sinkhorn", seq_len=32, bucket_size=4)
-    x = x_(length=32, seed=23)
+    x = x_(batch=3, length=32, seed=23)
     with torch.no_grad():
-        masked = module(x, mask=torch.ones(2, 32, dtype=torch.bool), is_causal=causal)
+        masked = module(x, mask=torch.ones(3, 32, dtype=torch.bool), is_causal=causal)
         assert_close(module(x, is_causal=causal), masked)
-        assert_close(module(x[1:], is_causal=causal), masked[1:])
+        assert_close(module(x[1:2], is_causal=causal), masked[1:2])
 
 
 def test_sinkhorn_operator_tends_to_doubly_stochastic():

@@ -20,6 +20,13 @@ from attnzoo.layers.attention_base import FUSED_PROJECTION_ROWS, AttentionBase
 DIM, HEADS = 16, 2
 LENGTH = FUSED_PROJECTION_ROWS  # B = 1: exactly the threshold
 NAMES = attnzoo.list_names(family="sequence") + attnzoo.list_names(family="efficient")
+# the mechanisms that project self-attention's q, k, v through AttentionBase: they must fuse
+# (the others use their own projections: tied q/k, no keys, per-block kernels, compressions)
+FUSING = {
+    "additive_attention", "masked", "mha", "sigmoid_attention", "topk_attention", "bigbird",
+    "global", "local", "longformer", "memory_efficient", "routing", "sinkhorn",
+    "sparse_transformer", "strided",
+}  # fmt: skip
 
 
 def _count_fused(monkeypatch) -> list[int]:
@@ -58,6 +65,7 @@ def test_fused_projection_equals_separate_projections(name, monkeypatch):
         torch.manual_seed(1)
         fused_inference = module(x)
     fused_calls = calls[0]
+    assert (fused_calls > 0) == (name in FUSING), f"{name}: {fused_calls} fused projections"
     monkeypatch.setattr(attention_base, "FUSED_PROJECTION_ROWS", 10**12)
     out, grads = _run(module, x)
     with torch.no_grad():
@@ -117,6 +125,21 @@ def test_hooks_on_a_projection_still_fire(monkeypatch):
     try:
         with torch.no_grad():
             module(torch.randn(1, LENGTH, DIM))
+    finally:
+        handle.remove()
+    assert calls[0] == 0
+
+
+def test_backward_hooks_on_a_projection_still_fire(monkeypatch):
+    module = attnzoo.create("mha", DIM, num_heads=HEADS)
+    calls = _count_fused(monkeypatch)
+    seen: list[tuple[int, ...]] = []
+    module.q_proj.register_full_backward_hook(lambda _m, _gi, go: seen.append(go[0].shape))
+    module(torch.randn(1, LENGTH, DIM, requires_grad=True)).sum().backward()
+    assert seen == [(1, LENGTH, DIM)] and calls[0] == 0
+    handle = nn.modules.module.register_module_full_backward_hook(lambda _m, _gi, _go: None)
+    try:
+        module(torch.randn(1, LENGTH, DIM))
     finally:
         handle.remove()
     assert calls[0] == 0

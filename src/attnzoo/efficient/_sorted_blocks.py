@@ -56,21 +56,27 @@ def streamed_sorted_layer(
     """
     batch, length, _ = x.shape
     heads, width, blocks = module.num_heads, module.head_dim, length // size
-    step = max(1, STREAM_TOKENS // size)  # blocks per chunk
-    keys = x.new_empty(batch, heads, blocks, 2, size * width, dtype=dtype)  # (B, nh, n, 2, b hd)
-    values = torch.empty_like(keys)
+    # chunks of about STREAM_TOKENS tokens: several whole rows when rows are short, else
+    # runs of whole blocks of one row
+    per_chunk = max(1, STREAM_TOKENS // length)  # rows per chunk
+    step = blocks if per_chunk > 1 else max(1, STREAM_TOKENS // size)  # blocks per chunk
     chunks = [
-        (row, first, min(first + step, blocks))
-        for row in range(batch)
+        (start, min(start + per_chunk, batch), first, min(first + step, blocks))
+        for start in range(0, batch, per_chunk)
         for first in range(0, blocks, step)
     ]
-    for row, first, last in chunks:
-        tokens = x[row, first * size : last * size]  # (r, C)
-        count = last - first
+    keys = x.new_empty(batch, heads, blocks, 2, size * width, dtype=dtype)  # (B, nh, n, 2, b hd)
+    values = torch.empty_like(keys)
+    for start, stop, first, last in chunks:
+        tokens = x[start:stop, first * size : last * size]  # (R, r, C)
+        rows, count = stop - start, last - first
         for buffer, projection in ((keys, module.k_proj), (values, module.v_proj)):
-            own = buffer[row, :, first:last, 0].view(heads, count, size, width)  # (nh, c, b, hd)
-            projected = projection(tokens).view(count, size, heads, width)  # (c, b, nh, hd)
-            own.copy_(projected.permute(2, 0, 1, 3))  # (nh, c, b, hd)
+            own = buffer[start:stop, :, first:last, 0]  # (R, nh, c, b hd)
+            own = own.view(rows, heads, count, size, width)  # (R, nh, c, b, hd)
+            projected = projection(tokens).view(
+                rows, count, size, heads, width
+            )  # (R, c, b, nh, hd)
+            own.copy_(projected.permute(0, 3, 1, 2, 4))  # (R, nh, c, b, hd)
     k_blocks = keys[:, :, :, 0].view(batch, heads, blocks, size, width)  # (B, nh, n, b, hd)
     sort = module.sort_matrix(k_blocks, is_causal)  # (B, nh, n, n)
     for buffer in (keys, values):
@@ -81,19 +87,23 @@ def streamed_sorted_layer(
     )
     mask = block_mask(blocks, size, x.device) if is_causal else None  # (n, 1, b, 2b)
     out = None if len(chunks) == 1 else x.new_empty(batch, length, module.dim)  # (B, L, C)
-    for row, first, last in chunks:
-        tokens = x[row, first * size : last * size]  # (r, C)
-        q = module.q_proj(tokens).to(dtype).view(-1, size, heads, width)  # (c, b, nh, hd)
+    for start, stop, first, last in chunks:
+        tokens = x[start:stop, first * size : last * size]  # (R, r, C)
+        rows, count = stop - start, last - first
+        q = (
+            module.q_proj(tokens).to(dtype).view(rows * count, size, heads, width)
+        )  # (R c, b, nh, hd)
+        shape = (rows * count, heads, 2 * size, width)
         part = F.scaled_dot_product_attention(
-            q.transpose(1, 2),  # (c, nh, b, hd), read in place
-            keys[row, first:last],
-            values[row, first:last],
-            attn_mask=None if mask is None else mask[first:last],
+            q.transpose(1, 2),  # (R c, nh, b, hd), read in place
+            keys[start:stop, first:last].reshape(shape),  # (R c, nh, 2b, hd), a view for R = 1
+            values[start:stop, first:last].reshape(shape),  # (R c, nh, 2b, hd)
+            attn_mask=None if mask is None else mask[first:last].repeat(rows, 1, 1, 1),
             scale=width**-0.5,
-        )  # (c, nh, b, hd), token-major in memory
-        part = part.transpose(1, 2).reshape(tokens.shape[0], heads * width)  # (r, C), a view
-        projected = module.out_proj(part.to(x.dtype))  # (r, C)
-        if out is None:  # one chunk (B = 1, L <= STREAM_TOKENS): no copy
-            return projected.unsqueeze(0)  # (1, L, C)
-        out[row, first * size : last * size] = projected
+        )  # (R c, nh, b, hd), token-major in memory
+        part = part.transpose(1, 2).reshape(rows, count * size, heads * width)  # (R, r, C), a view
+        projected = module.out_proj(part.to(x.dtype))  # (R, r, C)
+        if out is None:  # one chunk: the whole output, no copy
+            return projected
+        out[start:stop, first * size : last * size] = projected
     return out

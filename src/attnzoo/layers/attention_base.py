@@ -29,13 +29,13 @@ __all__ = ["FUSED_PROJECTION_ROWS", "AttentionBase", "as_attention_mask"]
 FUSED_PROJECTION_ROWS = 1024
 
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
 def _global_module_hooks() -> bool:
-    """Whether global module hooks (``nn.modules.module.register_module_forward_hook``) exist."""
+    """Whether global module hooks (``nn.modules.module.register_module_*_hook``) exist."""
     module = nn.modules.module
-    return bool(
-        getattr(module, "_global_forward_hooks", None)
-        or getattr(module, "_global_forward_pre_hooks", None)
-    )
+    return any(getattr(module, f"_global{name}", None) for name in _HOOKS)
 
 
 def as_attention_mask(
@@ -305,7 +305,7 @@ class AttentionBase(nn.Module):
             return False
         projections = (self.q_proj, self.k_proj, self.v_proj)
         for proj in projections:
-            if type(proj) is not nn.Linear or proj._forward_hooks or proj._forward_pre_hooks:
+            if type(proj) is not nn.Linear or any(getattr(proj, name, None) for name in _HOOKS):
                 return False
         if len({proj.in_features for proj in projections}) != 1:
             return False
